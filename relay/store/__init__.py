@@ -1,0 +1,16 @@
+"""Durable storage of accepted events: the Outbox interface and its backends."""
+
+from __future__ import annotations
+
+from relay.store.base import Claimed, NewEvent, Outbox, OutboxStats
+
+__all__ = ["Claimed", "NewEvent", "Outbox", "OutboxStats", "open_outbox"]
+
+
+def open_outbox(database: str) -> Outbox:
+    """The backend that `database` names: a SQLite file path (default) or a redis:// URL."""
+    if database.startswith(("redis://", "rediss://")):
+        raise NotImplementedError("the Redis backend is not built yet")
+    from relay.store.sqlite import SQLiteOutbox
+
+    return SQLiteOutbox(database)
