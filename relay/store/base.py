@@ -42,6 +42,21 @@ class Claimed:
     lease_until: float
 
 
+@dataclass(frozen=True)
+class DeadEvent:
+    """An event the upstream refused for good (or that grew too old to retry)."""
+
+    id: int
+    space: str
+    event_name: str
+    idempotency_key: str
+    attempts: int
+    last_status: int | None
+    last_message: str
+    received_at: float
+    died_at: float
+
+
 @dataclass
 class OutboxStats:
     queued: int = 0
@@ -74,6 +89,42 @@ class Outbox(Protocol):
         after `now`) make the event a duplicate, including keys of earlier events in the
         same call.
         """
+        ...
+
+    async def claim(self, space: str, n: int, lease_seconds: float, now: float) -> list[Claimed]:
+        """Lease up to `n` due events of `space`: conversions first, then oldest first.
+
+        Due means queued, `next_attempt_at <= now`, and not leased (or the lease ran out:
+        at-least-once). Each claimed event is leased until `now + lease_seconds`.
+        """
+        ...
+
+    async def delivered(self, ids: Sequence[int], now: float) -> None: ...
+
+    async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
+        """Count an attempt and make the event due again at `at`."""
+        ...
+
+    async def dead(self, id: int, status: int | None, message: str, now: float) -> None:
+        """Count an attempt and move the event to the dead letters with the reason."""
+        ...
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Give up leases without counting an attempt (bounded shutdown)."""
+        ...
+
+    async def next_due(self, space: str) -> float | None:
+        """When the earliest queued event of `space` becomes due, or None if none is queued."""
+        ...
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadEvent]: ...
+
+    async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+        """Put dead events (all when `ids` is None) back in the queue; returns how many."""
+        ...
+
+    async def prune(self, delivered_before: float, now: float) -> int:
+        """Delete delivered events older than `delivered_before` and expired dedup keys."""
         ...
 
     async def stats(self) -> OutboxStats: ...
