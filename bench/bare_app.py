@@ -1,0 +1,27 @@
+"""The baseline: a bare Starlette endpoint that only parses the JSON body and answers 202."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+async def track(request: Request) -> Response:
+    event = json.loads(await request.body())
+    return JSONResponse({"status": 202, "message": "ok", "n": len(event)}, status_code=202)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+app = Starlette(
+    routes=[
+        Route("/public-api/v1/events/track", track, methods=["POST"]),
+        Route("/healthz", healthz),
+    ]
+)

@@ -1,0 +1,121 @@
+"""The Create Event endpoint: authenticate, rate-limit, read, check, enqueue, answer 202."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from relay import schema
+from relay.auth import KeyRing, authorize
+from relay.errors import Forbidden, PayloadTooLarge, RelayError, Unavailable
+from relay.ratelimit import Decision, RateLimiter
+from relay.settings import Settings, Space
+from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, Outbox
+
+ACCEPTED = {"status": 202, "message": "Event accepted and queued for processing."}
+
+
+def dedup_keys(event: dict[str, object]) -> tuple[str, ...]:
+    """The keys that make a later event a duplicate of this one (CONTRACT.md §1)."""
+    keys = []
+    if "idempotency_key" in event:
+        keys.append(f"idem:{event['idempotency_key']}")
+    if "order_id" in event:
+        keys.append(f"order:{event['event_name']}:{event['order_id']}")
+    return tuple(keys)
+
+
+def new_event(space: Space, event: dict[str, object], now: float) -> NewEvent:
+    """Turn a checked event into an outbox entry, assigning an idempotency key if it has none.
+
+    The dedup keys are computed before a key is assigned: an assigned key is unique anyway.
+    """
+    keys = dedup_keys(event)
+    if "idempotency_key" not in event:
+        event["idempotency_key"] = str(uuid.uuid4())
+    name = str(event["event_name"])
+    return NewEvent(
+        space=space.id,
+        event_name=name,
+        idempotency_key=str(event["idempotency_key"]),
+        payload=json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(),
+        dedup_keys=keys,
+        dedup_until=now + space.dedup_window_hours * 3600.0,
+        received_at=now,
+        priority=PRIORITY_PAGE_VIEW if name == schema.PAGE_VIEW_EVENT else PRIORITY_CONVERSION,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(_too_large(limit))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(_too_large(limit))
+    return bytes(body)
+
+
+def _too_large(limit: int) -> str:
+    return f"The body is larger than this relay's limit of {limit} bytes: send one event per request."
+
+
+class CreateEvent:
+    """POST /public-api/v1/events/track, in the order of checks CONTRACT.md §1 gives."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: RateLimiter,
+        outbox: Outbox,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.keys = KeyRing(settings.spaces.values())
+        self.limiter = limiter
+        self.outbox = outbox
+        self.clock = clock
+        self.anonymous = Decision(True, 1000, 1000, 0)
+
+    async def __call__(self, request: Request) -> Response:
+        decision = self.anonymous
+        try:
+            space, key = self.keys.authenticate(request.headers.get("authorization"))
+            bucket, limit = f"space:{space.id}", space.rate_limit_per_minute
+            try:
+                authorize(space, key)
+            except Forbidden:
+                decision = self.limiter.peek(bucket, limit)
+                raise
+            decision = self.limiter.take(bucket, limit)
+            if not decision.allowed:
+                raise RelayError(
+                    f"Rate limit of {space.rate_limit_per_minute} requests per minute exceeded; "
+                    f"retry after {decision.retry_after} s.",
+                    status=429,
+                )
+            raw = await read_body(request, self.settings.max_body_bytes)
+            event = schema.check(schema.parse_body(raw), space.custom_events)
+            sent_key = event.get("idempotency_key")
+            now = self.clock()
+            entry = new_event(space, event, now)
+            try:
+                (queued,) = await self.outbox.enqueue([entry], now)
+            except Exception as exc:  # the store failed: nothing was acknowledged
+                raise Unavailable("The event could not be stored; retry the request.") from exc
+        except RelayError as err:
+            err.headers.update(decision.headers())
+            raise
+        headers = decision.headers()
+        if not queued:
+            headers["Idempotent-Replayed"] = "true"
+        if queued or sent_key is not None:  # a key assigned to a duplicate was never stored
+            headers["Idempotency-Key"] = entry.idempotency_key
+        return JSONResponse(ACCEPTED, status_code=202, headers=headers)

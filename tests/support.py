@@ -1,0 +1,136 @@
+"""Helpers shared by the tests, the e2e tests and the benchmarks: configs and real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Space:
+    id: str = "acme"
+    keys: Mapping[str, list[str]] = field(
+        default_factory=lambda: {"key-acme-write": ["events:write"]}
+    )
+    extra: str = ""  # more TOML lines for [spaces.ID]
+
+
+def write_config(directory: Path, spaces: list[Space] | None = None, relay_extra: str = "") -> Path:
+    """A relay.toml in `directory` with the given Spaces; API keys are stored hashed."""
+    spaces = spaces if spaces is not None else [Space()]
+    lines = [
+        "[relay]",
+        'database = "relay.db"',
+        f'secret_keys = ["{SECRET}"]',
+        'trusted_proxies = ["127.0.0.1"]',
+        relay_extra,
+    ]
+    for sp in spaces:
+        lines += [
+            f"[spaces.{sp.id}]",
+            f'site_key = "pk_{sp.id}"',
+            f'allowed_origins = ["https://{sp.id}.example"]',
+            sp.extra,
+        ]
+        for key, perms in sp.keys.items():
+            perm_list = ", ".join(f'"{p}"' for p in perms)
+            lines += [
+                f"[[spaces.{sp.id}.api_keys]]",
+                f'sha256 = "{sha256(key)}"',
+                f"permissions = [{perm_list}]",
+            ]
+    path = directory / "relay.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class RelayProcess:
+    """`comet-relay serve` in a child process on a free loopback port."""
+
+    def __init__(self, config: Path, env: Mapping[str, str] | None = None, args: list[str] | None = None):
+        self.config = config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.args = args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / f"relay-{self.port}.log"
+
+    def start(self, timeout: float = 20.0) -> RelayProcess:
+        cmd = [sys.executable, "-m", "relay.cli", "serve", "--config", str(self.config)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
+        out.close()
+        wait_for(self._ready, timeout, f"relay on {self.url} (log: {self.log})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"relay exited with {self.proc.returncode}: {self.log.read_text()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as a power cut would leave it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def __enter__(self) -> RelayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
