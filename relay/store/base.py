@@ -2,6 +2,10 @@
 
 An outbox holds accepted events until they are delivered upstream. Dedup happens in the same
 transaction as the enqueue, so two requests with one key can never both be queued.
+
+Every method may raise `relay.errors.Unavailable` when the storage cannot be reached or cannot
+write; nothing is acknowledged then. All times are Unix seconds passed in by the caller, so
+tests control the clock.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class DeadEvent:
 
 @dataclass
 class OutboxStats:
+    """Counts of events by state; `queued` includes the `retrying` ones (queued, attempts > 0).
+
+    `spaces` maps each Space id to the same four counts.
+    """
+
     queued: int = 0
     retrying: int = 0
     delivered: int = 0
@@ -78,16 +87,20 @@ class OutboxStats:
 class Outbox(Protocol):
     """Durable queue of accepted events (see DESIGN.md, 'Interfaces that must stay small')."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Connect, create what storage is missing; idempotent. Call before anything else."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Finish the writes already submitted, then disconnect, within a bounded time."""
+        ...
 
     async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[bool]:
         """Make `events` durable; for each, True if queued, False if it was a duplicate.
 
         Returns only after the commit is on disk. Dedup keys that are still live (expire
         after `now`) make the event a duplicate, including keys of earlier events in the
-        same call.
+        same call. A queued event is due at once (`next_attempt_at = now`).
         """
         ...
 
@@ -99,10 +112,15 @@ class Outbox(Protocol):
         """
         ...
 
-    async def delivered(self, ids: Sequence[int], now: float) -> None: ...
+    async def delivered(self, ids: Sequence[int], now: float) -> None:
+        """Mark events delivered at `now` (kept until pruned); ends their leases."""
+        ...
 
     async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
-        """Count an attempt and make the event due again at `at`."""
+        """Count an attempt, end the lease, make the event due again at `at`.
+
+        `status` and `message` (the upstream's last answer) are kept for the dead letters.
+        """
         ...
 
     async def dead(self, id: int, status: int | None, message: str, now: float) -> None:
@@ -114,17 +132,33 @@ class Outbox(Protocol):
         ...
 
     async def next_due(self, space: str) -> float | None:
-        """When the earliest queued event of `space` becomes due, or None if none is queued."""
+        """When the earliest queued event of `space` becomes due, or None if none is queued.
+
+        A leased event counts as due when its lease runs out, so a forwarder that finds nothing
+        to claim can sleep until this time (it may be in the past: claim again now).
+        """
         ...
 
-    async def dead_letters(self, limit: int = 1000) -> list[DeadEvent]: ...
+    async def dead_letters(self, limit: int = 1000) -> list[DeadEvent]:
+        """Up to `limit` dead events, oldest first."""
+        ...
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
-        """Put dead events (all when `ids` is None) back in the queue; returns how many."""
+        """Put dead events (all when `ids` is None) back in the queue; returns how many.
+
+        They are due at `now`; attempts and the last upstream answer are kept. Ids that are
+        not dead are ignored.
+        """
         ...
 
     async def prune(self, delivered_before: float, now: float) -> int:
-        """Delete delivered events older than `delivered_before` and expired dedup keys."""
+        """Delete delivered events older than `delivered_before` and expired dedup keys.
+
+        Returns how many events were deleted (dedup keys are not counted). Works in small
+        chunks, so the API is never held up for long.
+        """
         ...
 
-    async def stats(self) -> OutboxStats: ...
+    async def stats(self) -> OutboxStats:
+        """Current counts; cheap enough to call on every health check."""
+        ...

@@ -1,0 +1,559 @@
+"""The default outbox: one SQLite file in WAL mode with `synchronous=FULL`, and group commit.
+
+Every write goes through one writer thread that owns the write connection. Each cycle it takes
+all the jobs waiting, runs them in one transaction (a savepoint each, so one failing job does
+not undo the others) and commits once, so many concurrent requests share one fsync. A job's
+caller is answered only after that commit; if the commit fails, every job of the group fails.
+
+Reads (stats, next_due, dead_letters) use a second connection and never wait for the write
+lock. Other processes (a separate forwarder, the CLI) may open the same file at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relay.errors import Unavailable
+from relay.store.base import Claimed, DeadEvent, NewEvent, OutboxStats
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PRUNE_CHUNK = 1000  # rows per transaction, so pruning never holds the write lock for long
+BUCKETS = ("queued", "retrying", "delivered", "dead")
+
+
+def _count(row: str, sign: str) -> str:
+    """Trigger statements adding (`+`) or removing (`-`) `row`'s buckets in outbox_counts."""
+    return f"""
+    INSERT INTO outbox_counts (space, bucket, n) SELECT {row}.space, {row}.status, {sign}1 WHERE 1
+        ON CONFLICT (space, bucket) DO UPDATE SET n = n {sign} 1;
+    INSERT INTO outbox_counts (space, bucket, n) SELECT {row}.space, 'retrying', {sign}1
+        WHERE {row}.status = 'queued' AND {row}.attempts > 0
+        ON CONFLICT (space, bucket) DO UPDATE SET n = n {sign} 1;"""
+
+
+# outbox_counts is kept by triggers so that stats (and /healthz) cost O(spaces), not a scan of
+# millions of delivered rows; the triggers also cover writes made by other processes.
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    space TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_until REAL,
+    received_at REAL NOT NULL,
+    delivered_at REAL,
+    died_at REAL,
+    last_status INTEGER,
+    last_message TEXT
+);
+-- Claim order. Index entries sort by (space, priority, id), so claim reads the first due
+-- entries without sorting; the trailing columns let it skip leased or not-yet-due entries
+-- without touching the table.
+CREATE INDEX IF NOT EXISTS outbox_claim
+    ON outbox (space, priority, id, next_attempt_at, lease_until) WHERE status = 'queued';
+-- next_due: the unleased minimum is one index seek; leased rows are few (in flight).
+CREATE INDEX IF NOT EXISTS outbox_due
+    ON outbox (space, lease_until, next_attempt_at) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at) WHERE status = 'delivered';
+CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (id) WHERE status = 'dead';
+
+CREATE TABLE IF NOT EXISTS dedup (
+    space TEXT NOT NULL,
+    key TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (space, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at);
+
+CREATE TABLE IF NOT EXISTS outbox_counts (
+    space TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (space, bucket)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS outbox_counts_insert AFTER INSERT ON outbox BEGIN
+    {_count("new", "+")}
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_counts_delete AFTER DELETE ON outbox BEGIN
+    {_count("old", "-")}
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_counts_update AFTER UPDATE OF status, attempts ON outbox
+    WHEN old.status IS NOT new.status OR (old.attempts > 0) IS NOT (new.attempts > 0)
+BEGIN
+    {_count("old", "-")}
+    {_count("new", "+")}
+END;
+"""
+
+CLAIM = """
+SELECT id, event_name, idempotency_key, payload, attempts, received_at
+FROM outbox INDEXED BY outbox_claim
+WHERE space = ? AND status = 'queued' AND next_attempt_at <= ?
+  AND (lease_until IS NULL OR lease_until <= ?)
+ORDER BY priority, id
+LIMIT ?
+"""
+
+
+@dataclass
+class _Job:
+    work: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_Answer = tuple["asyncio.Future[Any]", bool, Any]  # (future, ok, result or exception)
+
+
+def _settle(answers: list[_Answer]) -> None:
+    for future, ok, value in answers:
+        if future.done():  # the caller was cancelled; its work is committed all the same
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; the writer issues BEGIN/COMMIT itself.
+    return sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+
+
+class _GroupCommitter:
+    """The writer thread: runs submitted jobs in groups, one transaction and one commit each."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.commits = 0
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._closing:
+                raise Unavailable("The outbox is closed.")
+            self._jobs.put(_Job(work, loop, future))
+        return future
+
+    def stop(self, timeout: float) -> bool:
+        """Finish the jobs already submitted, then stop; False if that took over `timeout`."""
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._jobs.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        jobs: list[_Job] = []
+        try:
+            while True:
+                batch = [self._jobs.get()]
+                while True:
+                    try:
+                        batch.append(self._jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                # stop() puts its sentinel last and no job can follow it.
+                jobs = [job for job in batch if job is not None]
+                if jobs:
+                    self._run_group(jobs)
+                if batch[-1] is None:
+                    return
+        except Exception:  # a bug; still never leave a caller waiting for a dead thread
+            log.exception("outbox writer stopped")
+            with self._lock:
+                self._closing = True
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    jobs.append(job)
+            self._fail(jobs, Unavailable("The outbox writer stopped."))
+        finally:
+            self.conn.close()
+
+    def _run_group(self, jobs: list[_Job]) -> None:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail(jobs, exc)
+            return
+        outcomes: list[tuple[bool, Any]] = []
+        for job in jobs:
+            try:
+                conn.execute("SAVEPOINT job")
+                outcome: tuple[bool, Any] = (True, job.work(conn))
+                conn.execute("RELEASE job")
+            except Exception as exc:  # noqa: BLE001 - the job's caller gets its exception
+                if not self._undo_job(conn):
+                    # SQLite rolled the whole transaction back (I/O error, disk full, ...):
+                    # the jobs that succeeded before this one are undone too.
+                    self._rollback()
+                    lost = sqlite3.OperationalError(f"transaction lost to another job: {exc}")
+                    self._answer([(j, False, exc if j is job else lost) for j in jobs])
+                    return
+                outcome = (False, exc)
+            outcomes.append(outcome)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._fail(jobs, exc)
+            return
+        self.commits += 1
+        self._answer([(job, ok, value) for job, (ok, value) in zip(jobs, outcomes)])
+
+    def _undo_job(self, conn: sqlite3.Connection) -> bool:
+        if not conn.in_transaction:
+            return False
+        try:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("outbox rollback failed")
+
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
+        self._answer([(job, False, exc) for job in jobs])
+
+    @staticmethod
+    def _answer(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+        # One wake-up per event loop for the whole group, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+        for job, ok, value in outcomes:
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, answers)
+            except RuntimeError:  # that event loop is closed: nobody is waiting
+                pass
+
+
+class SQLiteOutbox:
+    """The Outbox on one SQLite file; see `relay.store.base.Outbox` for the contract.
+
+    `commits` counts the write transactions committed so far (tests and benchmarks compare it
+    with the number of requests to see group commit at work).
+    """
+
+    def __init__(
+        self, path: str, *, busy_timeout: float = 10.0, close_timeout: float = 10.0
+    ) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.close_timeout = close_timeout
+        self._writer: _GroupCommitter | None = None
+        self._commits_before = 0  # by writers of earlier start/close cycles
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+
+    @property
+    def commits(self) -> int:
+        return self._commits_before + (self._writer.commits if self._writer else 0)
+
+    async def start(self) -> None:
+        """Create the file and schema if needed and start the writer thread; idempotent."""
+        if self._writer is not None:
+            return
+        conn, reader = await asyncio.to_thread(self._open)
+        self._reader = reader
+        self._writer = _GroupCommitter(conn)
+
+    def _open(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path, self.busy_timeout)
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise Unavailable(f"{self.path}: SQLite could not use WAL mode (got {mode!r}).")
+            conn.execute("PRAGMA synchronous = FULL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise Unavailable(
+                    f"{self.path}: outbox schema {version} is newer than this relay's "
+                    f"({SCHEMA_VERSION}); upgrade the relay."
+                )
+            conn.executescript(
+                f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
+            reader = _connect(self.path, self.busy_timeout)
+            reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn, reader
+
+    async def close(self) -> None:
+        """Commit the writes already submitted, then stop; waits at most `close_timeout`."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            stopped = await asyncio.to_thread(writer.stop, self.close_timeout)
+            self._commits_before += writer.commits
+            if not stopped:
+                log.error("outbox writer still busy after %.1f s; leaving it", self.close_timeout)
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with self._read_lock:
+                reader.close()
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise Unavailable("The outbox is not started.")
+        try:
+            return await self._writer.submit(work)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"The outbox could not write: {exc}") from exc
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._read_lock:
+                if self._reader is None:
+                    raise Unavailable("The outbox is not started.")
+                self._reader.execute("BEGIN")  # one snapshot for all of `work`
+                try:
+                    return work(self._reader)
+                finally:
+                    self._reader.execute("COMMIT")
+
+        try:
+            return await asyncio.to_thread(locked)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"The outbox could not read: {exc}") from exc
+
+    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[bool]:
+        """See `Outbox.enqueue`; a new event is due at `now`."""
+        events = list(events)
+
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            queued: list[bool] = []
+            for event in events:
+                if event.dedup_keys and _is_duplicate(conn, event, now):
+                    queued.append(False)
+                    continue
+                conn.execute(
+                    "INSERT INTO outbox (space, event_name, idempotency_key, priority, payload,"
+                    " status, next_attempt_at, received_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                    (
+                        event.space,
+                        event.event_name,
+                        event.idempotency_key,
+                        event.priority,
+                        event.payload,
+                        now,
+                        event.received_at,
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO dedup (space, key, expires_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (space, key) DO UPDATE SET expires_at = excluded.expires_at",
+                    [(event.space, key, event.dedup_until) for key in event.dedup_keys],
+                )
+                queued.append(True)
+            return queued
+
+        return await self._write(work)
+
+    async def claim(self, space: str, n: int, lease_seconds: float, now: float) -> list[Claimed]:
+        """See `Outbox.claim`; the select and the lease are one transaction."""
+        if n <= 0:
+            return []
+        lease_until = now + lease_seconds
+
+        def work(conn: sqlite3.Connection) -> list[Claimed]:
+            rows = conn.execute(CLAIM, (space, now, now, n)).fetchall()
+            conn.executemany(
+                "UPDATE outbox SET lease_until = ? WHERE id = ?",
+                [(lease_until, row[0]) for row in rows],
+            )
+            return [
+                Claimed(
+                    id=id_,
+                    space=space,
+                    event_name=name,
+                    idempotency_key=key,
+                    payload=bytes(payload),
+                    attempts=attempts,
+                    received_at=received_at,
+                    lease_until=lease_until,
+                )
+                for id_, name, key, payload, attempts, received_at in rows
+            ]
+
+        return await self._write(work)
+
+    async def delivered(self, ids: Sequence[int], now: float) -> None:
+        """See `Outbox.delivered`."""
+        await self._write_each(
+            "UPDATE outbox SET status = 'delivered', delivered_at = ?, lease_until = NULL"
+            " WHERE id = ? AND status != 'delivered'",
+            [(now, id_) for id_ in ids],
+        )
+
+    async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
+        """See `Outbox.retry`."""
+        await self._write_each(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,"
+            " last_status = ?, last_message = ? WHERE id = ? AND status = 'queued'",
+            [(at, status, message, id)],
+        )
+
+    async def dead(self, id: int, status: int | None, message: str, now: float) -> None:
+        """See `Outbox.dead`."""
+        await self._write_each(
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, died_at = ?,"
+            " lease_until = NULL, last_status = ?, last_message = ?"
+            " WHERE id = ? AND status = 'queued'",
+            [(now, status, message, id)],
+        )
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """See `Outbox.release`."""
+        await self._write_each(
+            "UPDATE outbox SET lease_until = NULL WHERE id = ? AND status = 'queued'",
+            [(id_,) for id_ in ids],
+        )
+
+    async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+        """See `Outbox.replay`; attempts and the last upstream answer are kept."""
+        sql = (
+            "UPDATE outbox SET status = 'queued', next_attempt_at = ?, lease_until = NULL,"
+            " died_at = NULL WHERE status = 'dead'"
+        )
+        if ids is None:
+            return await self._write_each(sql, [(now,)])
+        return await self._write_each(sql + " AND id = ?", [(now, id_) for id_ in ids])
+
+    async def _write_each(self, sql: str, params: list[tuple[Any, ...]]) -> int:
+        """Run `sql` once per parameter tuple in one job; returns the rows changed."""
+        if not params:
+            return 0
+        return await self._write(lambda conn: conn.executemany(sql, params).rowcount)
+
+    async def prune(self, delivered_before: float, now: float) -> int:
+        """See `Outbox.prune`; deletes in chunks of PRUNE_CHUNK rows, one transaction each."""
+        events = await self._delete_in_chunks(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+            " WHERE status = 'delivered' AND delivered_at < ? LIMIT ?)",
+            delivered_before,
+        )
+        await self._delete_in_chunks(
+            "DELETE FROM dedup WHERE (space, key) IN (SELECT space, key FROM dedup"
+            " WHERE expires_at <= ? LIMIT ?)",
+            now,
+        )
+        return events
+
+    async def _delete_in_chunks(self, sql: str, cutoff: float) -> int:
+        total = 0
+        while True:
+            deleted = await self._write(
+                lambda conn: conn.execute(sql, (cutoff, PRUNE_CHUNK)).rowcount
+            )
+            total += deleted
+            if deleted < PRUNE_CHUNK:
+                return total
+
+    async def next_due(self, space: str) -> float | None:
+        """See `Outbox.next_due`."""
+
+        def work(conn: sqlite3.Connection) -> float | None:
+            (unleased,) = conn.execute(
+                "SELECT min(next_attempt_at) FROM outbox INDEXED BY outbox_due"
+                " WHERE space = ? AND status = 'queued' AND lease_until IS NULL",
+                (space,),
+            ).fetchone()
+            (leased,) = conn.execute(
+                "SELECT min(max(next_attempt_at, lease_until)) FROM outbox INDEXED BY outbox_due"
+                " WHERE space = ? AND status = 'queued' AND lease_until IS NOT NULL",
+                (space,),
+            ).fetchone()
+            times = [t for t in (unleased, leased) if t is not None]
+            return min(times) if times else None
+
+        return await self._read(work)
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadEvent]:
+        """See `Outbox.dead_letters`."""
+
+        def work(conn: sqlite3.Connection) -> list[DeadEvent]:
+            rows = conn.execute(
+                "SELECT id, space, event_name, idempotency_key, attempts, last_status,"
+                " last_message, received_at, died_at FROM outbox INDEXED BY outbox_dead"
+                " WHERE status = 'dead' ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [
+                DeadEvent(
+                    id=row[0],
+                    space=row[1],
+                    event_name=row[2],
+                    idempotency_key=row[3],
+                    attempts=row[4],
+                    last_status=row[5],
+                    last_message=row[6] or "",
+                    received_at=row[7],
+                    died_at=row[8],
+                )
+                for row in rows
+            ]
+
+        return await self._read(work)
+
+    async def stats(self) -> OutboxStats:
+        """See `Outbox.stats`; reads the trigger-kept counts, so it is cheap at any size."""
+
+        def work(conn: sqlite3.Connection) -> OutboxStats:
+            stats = OutboxStats()
+            for space, bucket, n in conn.execute(
+                "SELECT space, bucket, n FROM outbox_counts WHERE n != 0 ORDER BY space"
+            ):
+                counts = stats.spaces.setdefault(space, dict.fromkeys(BUCKETS, 0))
+                counts[bucket] = n
+                setattr(stats, bucket, getattr(stats, bucket) + n)
+            return stats
+
+        return await self._read(work)
+
+
+def _is_duplicate(conn: sqlite3.Connection, event: NewEvent, now: float) -> bool:
+    marks = ", ".join("?" * len(event.dedup_keys))
+    row = conn.execute(
+        f"SELECT 1 FROM dedup WHERE space = ? AND key IN ({marks}) AND expires_at > ? LIMIT 1",
+        (event.space, *event.dedup_keys, now),
+    ).fetchone()
+    return row is not None
