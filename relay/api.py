@@ -83,8 +83,9 @@ class CreateEvent:
         self.outbox = outbox
         self.clock = clock
         self.anonymous = Decision(True, 1000, 1000, 0)
+        self.on_queued: Callable[[str], None] = lambda space_id: None
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         decision = self.anonymous
         try:
             space, key = self.keys.authenticate(request.headers.get("authorization"))
@@ -114,7 +115,9 @@ class CreateEvent:
             err.headers.update(decision.headers())
             raise
         headers = decision.headers()
-        if not queued:
+        if queued:
+            self.on_queued(space.id)
+        else:
             headers["Idempotent-Replayed"] = "true"
         if queued or sent_key is not None:  # a key assigned to a duplicate was never stored
             headers["Idempotency-Key"] = entry.idempotency_key

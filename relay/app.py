@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from relay.api import CreateEvent
 from relay.errors import RelayError
+from relay.forwarder import forwarding
 from relay.openapi import openapi_schema
 from relay.ratelimit import MemoryRateLimiter, RateLimiter
 from relay.settings import Settings
@@ -31,17 +32,24 @@ def create_app(
     outbox: Outbox | None = None,
     limiter: RateLimiter | None = None,
     clock: Callable[[], float] = time.time,
+    forward: bool = True,
 ) -> Starlette:
     """The relay as an ASGI app; mountable under a path of another Starlette/FastAPI app."""
     outbox = outbox if outbox is not None else open_outbox(settings.database)
     limiter = limiter if limiter is not None else MemoryRateLimiter(clock)
     openapi = openapi_schema(TRACK_PATH)
+    track = CreateEvent(settings, limiter, outbox, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await outbox.start()
         try:
-            yield
+            if forward and any(s.upstream_url for s in settings.spaces.values()):
+                async with forwarding(settings, outbox, clock=clock) as forwarder:
+                    track.on_queued = forwarder.wake
+                    yield
+            else:
+                yield
         finally:
             await outbox.close()
 
@@ -54,7 +62,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route(TRACK_PATH, CreateEvent(settings, limiter, outbox, clock), methods=["POST"]),
+            Route(TRACK_PATH, track.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"]),
         ],

@@ -134,3 +134,51 @@ class RelayProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class UpstreamProcess:
+    """tests/fake_upstream.py in a child process: a Create Event API that fails on command."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.track_url = f"{self.url}/public-api/v1/events/track"
+        self.log = directory / f"upstream-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> UpstreamProcess:
+        out = open(self.log, "ab")
+        cmd = [sys.executable, "-m", "tests.fake_upstream", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        out.close()
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 20, "fake upstream")
+        return self
+
+    def control(self, script: list[dict[str, object]] | None = None, default: dict[str, object] | None = None) -> None:
+        body: dict[str, object] = {}
+        if script is not None:
+            body["script"] = script
+        if default is not None:
+            body["default"] = default
+        httpx.post(f"{self.url}/_control", json=body, timeout=5).raise_for_status()
+
+    def received(self) -> list[dict[str, object]]:
+        return httpx.get(f"{self.url}/_received", timeout=5).json()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def __enter__(self) -> UpstreamProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

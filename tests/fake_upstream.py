@@ -1,0 +1,114 @@
+"""A fault-injecting Create Event upstream, run as its own process by the tests.
+
+    python -m tests.fake_upstream --port 8765
+
+It records every request and answers from a script that the test controls:
+  POST /_control {"script": [rule, ...], "default": rule}   rules are used once each, in order,
+                                                          then `default` (202) for the rest
+  GET  /_received                                         every request seen, with its outcome
+  POST /_reset                                            forget everything
+A rule is {"status": 500}, {"status": 429, "retry_after": "2"}, {"status": 401},
+{"status": 422, "message": "..."}, {"delay": 3.0} (answer late, then as the rest of the rule
+says) or {"drop": true} (cut the connection before a complete answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+
+class State:
+    def __init__(self) -> None:
+        self.script: list[dict[str, Any]] = []
+        self.default: dict[str, Any] = {"status": 202}
+        self.received: list[dict[str, Any]] = []
+
+
+state = State()
+
+
+async def track(request: Request) -> Response:
+    body = await request.body()
+    rule = state.script.pop(0) if state.script else state.default
+    status = int(rule.get("status", 202))
+    record = {
+        "at": time.time(),
+        "authorization": request.headers.get("authorization"),
+        "body": body.decode("utf-8", "replace"),
+        "status": "dropped" if rule.get("drop") else status,
+    }
+    state.received.append(record)
+    if rule.get("delay"):
+        await asyncio.sleep(float(rule["delay"]))
+    if rule.get("drop"):
+        return Dropped()
+    headers = {}
+    if "retry_after" in rule:
+        headers["Retry-After"] = str(rule["retry_after"])
+    if status == 202:
+        return JSONResponse({"status": 202, "message": "Event queued"}, 202)
+    return JSONResponse({"message": rule.get("message", f"fake upstream says {status}")}, status, headers)
+
+
+class Dropped(Response):
+    """Start an answer that promises a body, send part of it, then fail: the connection drops."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 202,
+                    "headers": [(b"content-length", b"1000"), (b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"sta', "more_body": True})
+        raise ConnectionAbortedError("fake upstream dropped the connection on purpose")
+
+
+async def control(request: Request) -> Response:
+    data = await request.json()
+    if "script" in data:
+        state.script = list(data["script"])
+    if "default" in data:
+        state.default = dict(data["default"])
+    return JSONResponse({"ok": True})
+
+
+async def received(request: Request) -> Response:
+    return JSONResponse(state.received)
+
+
+async def reset(request: Request) -> Response:
+    state.__init__()  # type: ignore[misc]
+    return JSONResponse({"ok": True})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+app = Starlette(routes=[
+    Route("/public-api/v1/events/track", track, methods=["POST"]),
+    Route("/_control", control, methods=["POST"]),
+    Route("/_received", received),
+    Route("/_reset", reset, methods=["POST"]),
+    Route("/healthz", healthz),
+])
+
+
+def events(records: list[dict[str, Any]], status: int | str | None = None) -> list[dict[str, Any]]:
+    """The JSON bodies of `records`, optionally only those answered with `status`."""
+    return [json.loads(r["body"]) for r in records if status is None or r["status"] == status]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)

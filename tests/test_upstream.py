@@ -1,0 +1,83 @@
+"""How each upstream answer is classified, and the backoff schedule (no network, no sleeping)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from email.utils import format_datetime
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from relay.forwarder import backoff
+from relay.upstream import Kind, Upstream, classify, retry_after
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(200, Kind.DELIVERED), (202, Kind.DELIVERED), (204, Kind.DELIVERED),
+     (429, Kind.SLOW_DOWN), (500, Kind.RETRY), (502, Kind.RETRY), (503, Kind.RETRY),
+     (408, Kind.RETRY), (401, Kind.PAUSE), (403, Kind.PAUSE),
+     (400, Kind.FATAL), (404, Kind.FATAL), (413, Kind.FATAL), (422, Kind.FATAL)],
+)
+def test_each_status_has_its_outcome(status: int, kind: Kind) -> None:
+    assert classify(status, {}, b"", NOW).kind is kind
+
+
+def test_fatal_keeps_the_upstreams_message_and_errors() -> None:
+    body = b'{"message": "Validation failed", "errors": {"email": ["bad"]}}'
+    out = classify(422, {}, body, NOW)
+    assert out.status == 422
+    assert out.message.startswith("Validation failed") and '"email"' in out.message
+    assert len(classify(400, {}, b"x" * 10_000, NOW).message) <= 500
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("7", 7.0), ("0", 0.0), ("-3", 0.0), (None, 60.0), ("soon", 60.0), ("99999", 3600.0),
+     (format_datetime(datetime.fromtimestamp(NOW + 42, timezone.utc), usegmt=True), 42.0)],
+)
+def test_retry_after_takes_seconds_or_an_http_date(header: str | None, seconds: float) -> None:
+    assert retry_after(header, NOW) == pytest.approx(seconds, abs=1)
+    if header is not None:
+        assert classify(429, {"retry-after": header}, b"", NOW).delay == pytest.approx(seconds, abs=1)
+
+
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
+    rng = random.Random(7)
+    for attempts, ceiling in [(0, 1), (1, 2), (3, 8), (8, 256), (9, 300), (40, 300)]:
+        samples = [backoff(attempts, rng) for _ in range(2000)]
+        assert all(0 <= s <= ceiling for s in samples)
+        assert max(samples) > ceiling * 0.9  # the whole range is used: full jitter
+        assert sum(samples) / len(samples) == pytest.approx(ceiling / 2, rel=0.1)
+
+
+def _send_through(handler: httpx.MockTransport) -> object:
+    async def go() -> object:
+        async with httpx.AsyncClient(transport=handler) as client:
+            return await Upstream(client, timeout=1.0).send("http://up.test/track", "tok", b"{}", NOW)
+
+    return asyncio.run(go())
+
+
+def test_timeouts_and_resets_are_retried_and_the_token_is_sent() -> None:
+    seen: list[str | None] = []
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(202, json={"status": 202})
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    def reset(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("peer closed", request=request)
+
+    assert _send_through(httpx.MockTransport(ok)).kind is Kind.DELIVERED  # type: ignore[attr-defined]
+    assert seen == ["Bearer tok"]
+    assert _send_through(httpx.MockTransport(slow)).kind is Kind.RETRY  # type: ignore[attr-defined]
+    out = _send_through(httpx.MockTransport(reset))
+    assert out.kind is Kind.RETRY and "RemoteProtocolError" in out.message  # type: ignore[attr-defined]
