@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from relay import schema
 from relay.auth import KeyRing, authorize
@@ -17,6 +17,7 @@ from relay.settings import Settings, Space
 from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, Outbox
 
 ACCEPTED = {"status": 202, "message": "Event accepted and queued for processing."}
+_ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every 202: rendered once
 
 
 def dedup_keys(event: dict[str, object]) -> tuple[str, ...]:
@@ -121,4 +122,4 @@ class CreateEvent:
             headers["Idempotent-Replayed"] = "true"
         if queued or sent_key is not None:  # a key assigned to a duplicate was never stored
             headers["Idempotency-Key"] = entry.idempotency_key
-        return JSONResponse(ACCEPTED, status_code=202, headers=headers)
+        return Response(_ACCEPTED_BODY, 202, headers, media_type="application/json")

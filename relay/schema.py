@@ -224,7 +224,7 @@ def parse_body(raw: bytes) -> dict[str, object]:
     if not text or text.isspace():
         raise Invalid("The body is empty: send the event as one JSON object.")
     try:
-        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object)
+        data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise Invalid(
             f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
@@ -612,3 +612,6 @@ def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
             {key: ["is sent more than once: send it once."] for key in repeated},
         )
     return data
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_object)
