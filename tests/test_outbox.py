@@ -33,11 +33,13 @@ HOUR = 3600.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "redis"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty store for one test, as a `database` setting."""
     if request.param == "sqlite":
         return str(tmp_path / "outbox.db")
+    if request.param == "redis":  # the session's redis-server (tests/conftest.py), emptied
+        return str(request.getfixturevalue("redis_url"))
     raise ValueError(f"unknown backend {request.param}")
 
 

@@ -10,7 +10,9 @@ __all__ = ["Claimed", "NewEvent", "Outbox", "OutboxStats", "open_outbox"]
 def open_outbox(database: str) -> Outbox:
     """The backend that `database` names: a SQLite file path (default) or a redis:// URL."""
     if database.startswith(("redis://", "rediss://")):
-        raise NotImplementedError("the Redis backend is not built yet")
+        from relay.store.redis import RedisOutbox
+
+        return RedisOutbox(database)
     from relay.store.sqlite import SQLiteOutbox
 
     return SQLiteOutbox(database)

@@ -1,0 +1,872 @@
+"""The scale-out outbox: every relay process on every machine shares one Redis.
+
+Design
+------
+Per Space, a few sorted sets index the events and one hash holds them; every state change is
+one Lua script, so each is atomic and two relays can never claim, dedup or count one event
+differently. (Streams with consumer groups were the other candidate; they order by arrival
+only, so conversions could not overtake page views, and a delayed retry would need a second
+structure anyway.)
+
+Keys of Space S (the `{S}` hash tag keeps them in one Redis Cluster slot):
+
+    comet:{S}:seq      string  INCR counter: the Space's event sequence numbers
+    comet:{S}:ev       hash    seq -> the event, MessagePack: name, key, payload, priority,
+                               received_at, next_attempt_at, attempts, status (queued or
+                               dead), last status and message, died_at
+    comet:{S}:ready:0  zset    due conversions, unleased; score = seq (claim order: oldest)
+    comet:{S}:ready:1  zset    due page views, the same
+    comet:{S}:readyat  zset    the members of both ready sets; score = next_attempt_at
+    comet:{S}:wait     zset    queued, unleased events due later (retries); score = due time
+    comet:{S}:leased   zset    claimed events; score = lease expiry
+    comet:{S}:dead     zset    dead letters; score = seq
+    comet:{S}:done     zset    delivered events, kept until pruned; score = delivered_at
+    comet:{S}:dedup    zset    dedup keys; score = expiry (dedup_until)
+    comet:{S}:counts   hash    queued, retrying, delivered, dead: kept by the scripts
+    comet:{S}:migrated hash    marks of events moved in by `relay.store.migrate`
+
+A queued event is in exactly one of: a ready set (plus readyat), wait, or leased. A delivered
+event keeps only its `done` entry (its body is dropped at once: Redis memory is RAM).
+
+Scripts: every per-Space script gets the twelve keys above, in that order, as KEYS, and
+touches no other key, so a Space's script runs in its slot on a Cluster. What each uses:
+
+    enqueue       seq ev ready:* readyat dedup counts   dedup and insert, in one script
+    claim         ev ready:* readyat wait leased        promote due waits and expired leases,
+                                                        then lease the first n: ready:0, ready:1
+    delivered     ev ready:* readyat wait leased dead done counts
+    retry         ev ready:* readyat wait leased counts
+    dead          ev ready:* readyat wait leased dead counts
+    release       ev ready:* readyat leased
+    replay        ev ready:* readyat dead counts
+    prune         done dedup counts                     one chunk per call
+    next_due      readyat wait leased                   read only
+    dead_letters  ev dead                               read only
+    import        seq ev ready:* readyat wait dead dedup counts migrated
+
+The one global key, `comet:spaces` (hash: `s:<space>` -> number, `n:<number>` -> space,
+`last`), is touched only by its own `register` script, once per Space and process (cached),
+never inside a Space's script. Stats, dead letters, replay-all and prune list the Spaces there.
+
+Ids: the Outbox interface names events by int. An id is `space_number << 40 | seq`: the Space
+number from `comet:spaces`, the seq from the Space's own counter, so an id alone finds its
+Space's keys, ids stay below 2**63, and within a Space they grow in acceptance order, as
+SQLite's do. (A global INCR per event would have been a second round trip per enqueue, or a
+global key inside a Space's script.)
+
+Durability: `enqueue` returns (and the relay answers 202) only after Redis has run the script.
+With `appendonly yes` and `appendfsync always`, Redis writes and fsyncs the append-only file
+before it answers, so an acknowledged event survives a crash of Redis or of its machine. With
+`appendfsync everysec` (Redis's default for AOF) up to about one second of acknowledged
+events can be lost when Redis or its machine crashes. Without AOF (RDB snapshots only),
+everything since the last snapshot can be lost.
+
+Time: like every backend, scripts take the caller's `now` (tests control the clock); dedup
+keys expire by that clock, not by Redis TTLs, and `prune` removes the expired ones.
+
+Failures: a Redis that cannot be reached, a socket timeout (`socket_timeout`, 5 s by default;
+URL query parameters such as `?socket_timeout=2` override it) or a script error raise
+`relay.errors.Unavailable`; commands are not retried, since a retried script could apply twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from relay.errors import Unavailable
+from relay.store.base import (
+    PRIORITY_CONVERSION,
+    PRIORITY_PAGE_VIEW,
+    Claimed,
+    DeadEvent,
+    NewEvent,
+    OutboxStats,
+)
+from relay.store.coalesce import Coalescer, Pending, fail_all
+
+log = logging.getLogger(__name__)
+
+SEQ_BITS = 40
+SEQ_MASK = (1 << SEQ_BITS) - 1
+MAX_SPACES = (1 << (63 - SEQ_BITS)) - 1
+CHUNK = 1000  # events or keys per prune/replay script, so no script holds Redis for long
+PROMOTE = 1000  # due retries and expired leases made claimable per claim, at most
+BUCKETS = ("queued", "retrying", "delivered", "dead")
+SPACE_KEYS = (
+    "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "dedup",
+    "counts", "migrated",
+)  # fmt: skip
+IMPORT_FIELDS = 12  # ARGV entries per event of the import script
+
+# Shared by every per-Space script: names for KEYS and the moves between the sets.
+PRELUDE = """
+local K_SEQ, K_EV, K_READY0, K_READY1, K_READYAT, K_WAIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local K_LEASED, K_DEAD, K_DONE, K_DEDUP, K_COUNTS, K_MIGRATED = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+
+local function load(seq)
+  local raw = redis.call('HGET', K_EV, seq)
+  if raw then return cmsgpack.unpack(raw) end
+  return nil
+end
+
+local function save(seq, e)
+  redis.call('HSET', K_EV, seq, cmsgpack.pack(e))
+end
+
+local function count(bucket, n)
+  if n ~= 0 then redis.call('HINCRBY', K_COUNTS, bucket, n) end
+end
+
+local function ready_key(e)
+  if e.p == 0 then return K_READY0 end
+  return K_READY1
+end
+
+-- A queued, unleased event becomes claimable, in its priority's order.
+local function make_ready(seq, e)
+  redis.call('ZADD', ready_key(e), seq, seq)
+  redis.call('ZADD', K_READYAT, e.t, seq)
+end
+
+-- Take a queued event out of the one set that holds it.
+local function unqueue(seq, e)
+  if redis.call('ZREM', K_LEASED, seq) == 1 then return end
+  if redis.call('ZREM', K_WAIT, seq) == 1 then return end
+  redis.call('ZREM', ready_key(e), seq)
+  redis.call('ZREM', K_READYAT, seq)
+end
+
+local function count_queued(e, sign)
+  count('queued', sign)
+  if e.a > 0 then count('retrying', sign) end
+end
+
+local function num(x)
+  return string.format('%.17g', x)
+end
+"""
+
+# ARGV, per event: now, priority, name, key, payload, received_at, dedup_until, n, n dedup keys.
+ENQUEUE = """
+local out, queued, i = {}, 0, 1
+while i <= #ARGV do
+  local now, nkeys = tonumber(ARGV[i]), tonumber(ARGV[i + 7])
+  local dup = false
+  for j = i + 8, i + 7 + nkeys do
+    local expires = redis.call('ZSCORE', K_DEDUP, ARGV[j])
+    if expires and tonumber(expires) > now then
+      dup = true
+      break
+    end
+  end
+  if dup then
+    out[#out + 1] = 0
+  else
+    for j = i + 8, i + 7 + nkeys do
+      redis.call('ZADD', K_DEDUP, ARGV[i + 6], ARGV[j])
+    end
+    local seq = redis.call('INCR', K_SEQ)
+    local e = {p = tonumber(ARGV[i + 1]), n = ARGV[i + 2], k = ARGV[i + 3], b = ARGV[i + 4],
+               r = tonumber(ARGV[i + 5]), t = now, a = 0, s = 'q'}
+    save(seq, e)
+    make_ready(seq, e)
+    queued = queued + 1
+    out[#out + 1] = 1
+  end
+  i = i + 8 + nkeys
+end
+count('queued', queued)
+return out
+"""
+
+# ARGV: now, n, lease_until, promote limit. Returns seq, name, key, attempts, received_at,
+# payload for each claimed event.
+CLAIM = """
+local now, n, lease_until = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+
+local function promote(from)
+  for _, seq in ipairs(redis.call('ZRANGEBYSCORE', from, '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])) do
+    redis.call('ZREM', from, seq)
+    local e = load(seq)
+    if e then make_ready(seq, e) end
+  end
+end
+promote(K_LEASED)
+promote(K_WAIT)
+
+local out, taken = {}, 0
+for _, ready in ipairs({K_READY0, K_READY1}) do
+  local skipped = 0  -- due later than this caller's now (its clock is behind the enqueuer's)
+  while taken < n do
+    local seqs = redis.call('ZRANGE', ready, skipped, skipped + n - taken - 1)
+    if #seqs == 0 then break end
+    for _, seq in ipairs(seqs) do
+      local e = load(seq)
+      if e and e.t > now then
+        skipped = skipped + 1
+      else
+        redis.call('ZREM', ready, seq)
+        redis.call('ZREM', K_READYAT, seq)
+        if e then
+          redis.call('ZADD', K_LEASED, lease_until, seq)
+          out[#out + 1] = seq
+          out[#out + 1] = e.n
+          out[#out + 1] = e.k
+          out[#out + 1] = e.a
+          out[#out + 1] = num(e.r)
+          out[#out + 1] = e.b
+          taken = taken + 1
+        end
+      end
+    end
+  end
+end
+return out
+"""
+
+# ARGV: now, seqs. Dead events may be marked delivered too (as in SQLite).
+DELIVERED = """
+local done = 0
+for i = 2, #ARGV do
+  local seq = ARGV[i]
+  local e = load(seq)
+  if e then
+    if e.s == 'q' then
+      unqueue(seq, e)
+      count_queued(e, -1)
+    else
+      redis.call('ZREM', K_DEAD, seq)
+      count('dead', -1)
+    end
+    redis.call('HDEL', K_EV, seq)
+    redis.call('ZADD', K_DONE, ARGV[1], seq)
+    done = done + 1
+  end
+end
+count('delivered', done)
+return done
+"""
+
+# ARGV: seq, at, status ('' for none), message.
+RETRY = """
+local seq = ARGV[1]
+local e = load(seq)
+if not e or e.s ~= 'q' then return 0 end
+unqueue(seq, e)
+if e.a == 0 then count('retrying', 1) end
+e.a, e.t, e.ls, e.lm = e.a + 1, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+save(seq, e)
+redis.call('ZADD', K_WAIT, ARGV[2], seq)
+return 1
+"""
+
+# ARGV: seq, status ('' for none), message, now.
+DEAD = """
+local seq = ARGV[1]
+local e = load(seq)
+if not e or e.s ~= 'q' then return 0 end
+unqueue(seq, e)
+count_queued(e, -1)
+e.a, e.s, e.ls, e.lm, e.x = e.a + 1, 'd', tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+save(seq, e)
+redis.call('ZADD', K_DEAD, seq, seq)
+count('dead', 1)
+return 1
+"""
+
+# ARGV: seqs.
+RELEASE = """
+for i = 1, #ARGV do
+  if redis.call('ZREM', K_LEASED, ARGV[i]) == 1 then
+    local e = load(ARGV[i])
+    if e then make_ready(ARGV[i], e) end
+  end
+end
+return 0
+"""
+
+# ARGV: now, then either '', seqs (those ids) or a limit (the oldest dead, up to it).
+REPLAY = """
+local now = tonumber(ARGV[1])
+local replayed = 0
+
+local function replay(seq)
+  if redis.call('ZREM', K_DEAD, seq) == 0 then return end
+  local e = load(seq)
+  if not e then return end
+  e.s, e.t, e.x = 'q', now, nil
+  save(seq, e)
+  make_ready(seq, e)
+  count('dead', -1)
+  count_queued(e, 1)
+  replayed = replayed + 1
+end
+
+if ARGV[2] == '' then
+  for i = 3, #ARGV do replay(ARGV[i]) end
+else
+  for _, seq in ipairs(redis.call('ZRANGE', K_DEAD, 0, tonumber(ARGV[2]) - 1)) do replay(seq) end
+end
+return replayed
+"""
+
+# ARGV: delivered_before, now, chunk. Returns {events deleted, dedup keys deleted}.
+PRUNE = """
+local old = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[3])
+if #old > 0 then redis.call('ZREM', K_DONE, unpack(old)) end
+count('delivered', -#old)
+local expired = redis.call('ZRANGEBYSCORE', K_DEDUP, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+if #expired > 0 then redis.call('ZREM', K_DEDUP, unpack(expired)) end
+return {#old, #expired}
+"""
+
+NEXT_DUE = """
+local best = nil
+for _, key in ipairs({K_WAIT, K_READYAT, K_LEASED}) do
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local t = tonumber(first[2])
+    if best == nil or t < best then best = t end
+  end
+end
+if best == nil then return false end
+return num(best)
+"""
+
+# ARGV: limit. Returns seq, name, key, attempts, last status, last message, received, died.
+DEAD_LETTERS = """
+local out = {}
+for _, seq in ipairs(redis.call('ZRANGE', K_DEAD, 0, tonumber(ARGV[1]) - 1)) do
+  local e = load(seq)
+  if e then
+    out[#out + 1] = seq
+    out[#out + 1] = e.n
+    out[#out + 1] = e.k
+    out[#out + 1] = e.a
+    out[#out + 1] = e.ls or false
+    out[#out + 1] = e.lm or ''
+    out[#out + 1] = num(e.r)
+    out[#out + 1] = num(e.x)
+  end
+end
+return out
+"""
+
+# ARGV: now, number of events E, then E events of IMPORT_FIELDS entries (mark, status 'q' or
+# 'd', priority, name, key, payload, received_at, next_attempt_at, attempts, last status,
+# last message, died_at), then pairs of dedup key and expiry. An event whose mark is already
+# in K_MIGRATED was moved by an earlier, interrupted run and is skipped.
+IMPORT = """
+local now, events = tonumber(ARGV[1]), tonumber(ARGV[2])
+local imported, i = 0, 3
+for _ = 1, events do
+  if redis.call('HSETNX', K_MIGRATED, ARGV[i], 1) == 1 then
+    local seq = redis.call('INCR', K_SEQ)
+    local e = {s = ARGV[i + 1], p = tonumber(ARGV[i + 2]), n = ARGV[i + 3], k = ARGV[i + 4],
+               b = ARGV[i + 5], r = tonumber(ARGV[i + 6]), t = tonumber(ARGV[i + 7]),
+               a = tonumber(ARGV[i + 8]), ls = tonumber(ARGV[i + 9]), lm = ARGV[i + 10],
+               x = tonumber(ARGV[i + 11])}
+    save(seq, e)
+    if e.s == 'd' then
+      redis.call('ZADD', K_DEAD, seq, seq)
+      count('dead', 1)
+    else
+      if e.t <= now then make_ready(seq, e) else redis.call('ZADD', K_WAIT, e.t, seq) end
+      count_queued(e, 1)
+    end
+    imported = imported + 1
+  end
+  i = i + 12
+end
+for j = i, #ARGV, 2 do
+  redis.call('ZADD', K_DEDUP, 'GT', ARGV[j + 1], ARGV[j])
+end
+return imported
+"""
+
+# KEYS: the registry. ARGV: a Space. Returns the Space's number, assigning the next one.
+REGISTER = """
+local n = redis.call('HGET', KEYS[1], 's:' .. ARGV[1])
+if n then return tonumber(n) end
+n = redis.call('HINCRBY', KEYS[1], 'last', 1)
+redis.call('HSET', KEYS[1], 's:' .. ARGV[1], n, 'n:' .. n, ARGV[1])
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script, run by its SHA1 (EVALSHA) and loaded again when Redis lost it."""
+
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+def _space_script(name: str, body: str) -> Script:
+    return Script(name, PRELUDE + body)
+
+
+SCRIPTS = {
+    s.name: s
+    for s in [
+        _space_script("enqueue", ENQUEUE),
+        _space_script("claim", CLAIM),
+        _space_script("delivered", DELIVERED),
+        _space_script("retry", RETRY),
+        _space_script("dead", DEAD),
+        _space_script("release", RELEASE),
+        _space_script("replay", REPLAY),
+        _space_script("prune", PRUNE),
+        _space_script("next_due", NEXT_DUE),
+        _space_script("dead_letters", DEAD_LETTERS),
+        _space_script("import", IMPORT),
+        Script("register", REGISTER),
+    ]
+}
+
+Call = tuple[Script, Sequence[str], Sequence[Any]]  # script, KEYS, ARGV
+
+
+def event_id(number: int, seq: int) -> int:
+    """The Outbox id of the event `seq` of the Space numbered `number`."""
+    return number << SEQ_BITS | seq
+
+
+def split_id(id_: int) -> tuple[int, int]:
+    """(Space number, seq) of an Outbox id."""
+    return id_ >> SEQ_BITS, id_ & SEQ_MASK
+
+
+def _arg(x: float | None) -> str:
+    """A number as a Lua script reads it back exactly ('' for None)."""
+    return "" if x is None else repr(x)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class RedisOutbox:
+    """The Outbox on Redis; see `relay.store.base.Outbox` for the contract, and the module
+    docstring for the keys and scripts.
+
+    `url` is a redis:// or rediss:// URL (password, database number and query options as
+    redis-py reads them). `prefix` starts every key name, so several relays' data can share
+    one Redis. One RedisOutbox may be used from successive event loops (the CLI does).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "comet",
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self.registry = f"{prefix}:spaces"
+        self._client: aioredis.Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self._numbers: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        self._coalescer = Coalescer(self._flush)
+        self._writes: set[asyncio.Task[None]] = set()
+
+    # connection -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and load the scripts; idempotent. Raises Unavailable if Redis is not there."""
+        self._started = True
+        try:
+            await self._send(self._redis(), [], load=SCRIPTS.values())
+        except Unavailable:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Wait (at most `close_timeout`) for enqueues already sent, then disconnect."""
+        loop = asyncio.get_running_loop()
+        writes = {task for task in self._writes if task.get_loop() is loop}
+        if writes:
+            _, late = await asyncio.wait(writes, timeout=self.close_timeout)
+            if late:
+                log.error("%d outbox writes still waiting for Redis; leaving them", len(late))
+        self._started = False
+        client, self._client = self._client, None
+        if client is not None and self._loop is loop:
+            try:
+                await client.aclose()
+            except (RedisError, OSError):
+                log.warning("closing the Redis connection failed", exc_info=True)
+
+    def _redis(self) -> aioredis.Redis:
+        if not self._started:
+            raise Unavailable("The outbox is not started.")
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # A client's connections belong to the event loop that made them.
+            self._client = aioredis.Redis.from_url(
+                self.url,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._loop = loop
+        return self._client
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """Run `calls` in one pipeline (one round trip); each result or its exception.
+
+        Scripts Redis has lost (restart, SCRIPT FLUSH) are loaded and their calls sent again:
+        NOSCRIPT means the call did nothing.
+        """
+        if not calls:
+            return []
+        client = self._redis()
+        results = await self._send(client, calls)
+        lost = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if lost:
+            scripts = {calls[i][0].name: calls[i][0] for i in lost}.values()
+            again = await self._send(client, [calls[i] for i in lost], load=scripts)
+            for i, result in zip(lost, again[len(scripts) :]):
+                results[i] = result
+        return results
+
+    @staticmethod
+    async def _send(
+        client: aioredis.Redis, calls: Sequence[Call], load: Iterable[Script] = ()
+    ) -> list[Any]:
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                loaded = 0
+                for script in load:
+                    pipe.script_load(script.source)
+                    loaded += 1
+                for script, keys, args in calls:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis could not be reached: {exc}") from exc
+        failed = [r for r in results[:loaded] if isinstance(r, Exception)]
+        if failed:
+            raise Unavailable(f"Redis refused a script: {failed[0]}")
+        return results
+
+    async def _call(self, script: str, space: str, args: Sequence[Any]) -> Any:
+        """Run one Space script; its result, or Unavailable."""
+        (result,) = await self._run([(SCRIPTS[script], self._keys(space), args)])
+        return _ok(result)
+
+    def _keys(self, space: str) -> list[str]:
+        return [f"{self.prefix}:{{{space}}}:{name}" for name in SPACE_KEYS]
+
+    # the Space registry -----------------------------------------------------------------
+
+    async def _number(self, space: str) -> int:
+        """The Space's number, registered on first use (a separate, global call)."""
+        number = self._numbers.get(space)
+        if number is None:
+            (result,) = await self._run([(SCRIPTS["register"], [self.registry], [space])])
+            number = int(_ok(result))
+            if number > MAX_SPACES:
+                raise Unavailable(f"Redis holds more than {MAX_SPACES} Spaces.")
+            self._numbers[space], self._names[number] = number, space
+        return number
+
+    async def _spaces(self) -> list[str]:
+        """Every Space registered by any relay, refreshing the caches."""
+        try:
+            fields = await self._redis().hgetall(self.registry)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis could not be reached: {exc}") from exc
+        for field, value in fields.items():
+            name = _text(field)
+            if name.startswith("s:"):
+                self._numbers[name[2:]] = int(value)
+                self._names[int(value)] = name[2:]
+        return sorted(self._numbers)
+
+    async def _by_space(self, ids: Iterable[int]) -> dict[str, list[int]]:
+        """Seqs grouped by Space name; ids of no known Space are dropped."""
+        seqs: dict[int, list[int]] = defaultdict(list)
+        for id_ in ids:
+            number, seq = split_id(id_)
+            seqs[number].append(seq)
+        if any(number not in self._names for number in seqs):
+            await self._spaces()
+        return {self._names[n]: s for n, s in seqs.items() if n in self._names}
+
+    # enqueue ------------------------------------------------------------------------------
+
+    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[bool]:
+        """See `Outbox.enqueue`.
+
+        The calls made in one event-loop tick share one pipeline: one enqueue script per
+        Space, one round trip in all (after a Space's first, which registers it).
+        """
+        for e in events:
+            if e.priority not in (PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW):
+                raise ValueError(f"unknown priority {e.priority!r} of event {e.idempotency_key}")
+        self._redis()  # not started: Unavailable now, not in the flush
+        return await self._coalescer.submit(events, now)
+
+    def _flush(self, pending: list[Pending]) -> None:
+        task = asyncio.ensure_future(self._write(pending))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, pending: list[Pending]) -> None:
+        try:
+            batch = _Batch()
+            places = [[batch.add(e, now) for e in events] for events, now, _ in pending]
+            for space in batch.args:
+                await self._number(space)
+            spaces = list(batch.args)
+            calls = [(SCRIPTS["enqueue"], self._keys(s), batch.args[s]) for s in spaces]
+            by_space = dict(zip(spaces, await self._run(calls)))
+        except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
+            fail_all(pending, exc if isinstance(exc, Unavailable) else Unavailable(f"Redis: {exc}"))
+            return
+        for (_, _, future), where in zip(pending, places):
+            if not future.done():
+                _answer(future, by_space, where)
+
+    # claim and the steps after it ---------------------------------------------------------
+
+    async def claim(self, space: str, n: int, lease_seconds: float, now: float) -> list[Claimed]:
+        """See `Outbox.claim`; one script: promote what came due, then lease up to `n`."""
+        if n <= 0:
+            return []
+        number = await self._number(space)
+        lease_until = now + lease_seconds
+        flat = await self._call("claim", space, [_arg(now), n, _arg(lease_until), PROMOTE])
+        return [
+            Claimed(
+                id=event_id(number, int(flat[i])),
+                space=space,
+                event_name=_text(flat[i + 1]),
+                idempotency_key=_text(flat[i + 2]),
+                payload=bytes(flat[i + 5]),
+                attempts=int(flat[i + 3]),
+                received_at=float(flat[i + 4]),
+                lease_until=lease_until,
+            )
+            for i in range(0, len(flat), 6)
+        ]
+
+    async def delivered(self, ids: Sequence[int], now: float) -> None:
+        """See `Outbox.delivered`; an event's body is dropped at once, its count kept."""
+        await self._each_space("delivered", ids, [_arg(now)])
+
+    async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
+        """See `Outbox.retry`."""
+        for space, (seq,) in (await self._by_space([id])).items():
+            await self._call("retry", space, [seq, _arg(at), _arg(status), message])
+
+    async def dead(self, id: int, status: int | None, message: str, now: float) -> None:
+        """See `Outbox.dead`."""
+        for space, (seq,) in (await self._by_space([id])).items():
+            await self._call("dead", space, [seq, _arg(status), message, _arg(now)])
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """See `Outbox.release`."""
+        await self._each_space("release", ids, [])
+
+    async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+        """See `Outbox.replay`; all of them: CHUNK events per script until none is left."""
+        if ids is not None:
+            return sum(await self._each_space("replay", ids, [_arg(now), ""]))
+        total = 0
+        for space in await self._spaces():
+            while (replayed := int(await self._call("replay", space, [_arg(now), CHUNK]))) > 0:
+                total += replayed
+        return total
+
+    async def _each_space(self, script: str, ids: Sequence[int], head: list[Any]) -> list[int]:
+        """Run `script` once per Space of `ids` (ARGV: `head`, then seqs), in one pipeline."""
+        groups = await self._by_space(ids)
+        calls = [(SCRIPTS[script], self._keys(s), [*head, *seqs]) for s, seqs in groups.items()]
+        return [int(_ok(r)) for r in await self._run(calls)]
+
+    # upkeep and reading -------------------------------------------------------------------
+
+    async def prune(self, delivered_before: float, now: float) -> int:
+        """See `Outbox.prune`; CHUNK events and CHUNK dedup keys per script."""
+        total = 0
+        for space in await self._spaces():
+            while True:
+                events, keys = await self._call(
+                    "prune", space, [_arg(delivered_before), _arg(now), CHUNK]
+                )
+                total += int(events)
+                if int(events) < CHUNK and int(keys) < CHUNK:
+                    break
+        return total
+
+    async def next_due(self, space: str) -> float | None:
+        """See `Outbox.next_due`; one read-only script."""
+        due = await self._call("next_due", space, [])
+        return None if due is None else float(due)
+
+    async def dead_letters(self, limit: int = 1000) -> list[DeadEvent]:
+        """See `Outbox.dead_letters`: oldest first (by received_at, then id) over all Spaces."""
+        spaces = await self._spaces()
+        calls = [(SCRIPTS["dead_letters"], self._keys(s), [limit]) for s in spaces]
+        dead: list[DeadEvent] = []
+        for space, result in zip(spaces, await self._run(calls)):
+            flat = _ok(result)
+            number = self._numbers[space]
+            dead += [_dead_event(number, space, flat[i : i + 8]) for i in range(0, len(flat), 8)]
+        dead.sort(key=lambda d: (d.received_at, d.id))
+        return dead[:limit]
+
+    async def stats(self) -> OutboxStats:
+        """See `Outbox.stats`: each Space's counts hash, in one pipeline."""
+        spaces = await self._spaces()
+        try:
+            async with self._redis().pipeline(transaction=False) as pipe:
+                for space in spaces:
+                    pipe.hmget(self._keys(space)[SPACE_KEYS.index("counts")], *BUCKETS)
+                rows = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"Redis could not be reached: {exc}") from exc
+        stats = OutboxStats()
+        for space, row in zip(spaces, rows):
+            counts = {bucket: int(n or 0) for bucket, n in zip(BUCKETS, row)}
+            if any(counts.values()):
+                stats.spaces[space] = counts
+                for bucket, n in counts.items():
+                    setattr(stats, bucket, getattr(stats, bucket) + n)
+        return stats
+
+    # migration ----------------------------------------------------------------------------
+
+    async def import_events(
+        self,
+        space: str,
+        events: Sequence[ImportedEvent],
+        keys: Sequence[tuple[str, float]],
+        now: float,
+    ) -> int:
+        """Add queued or dead events of `space` with their history, and dedup keys; atomic.
+
+        For `relay.store.migrate`. An event whose `mark` was imported before is skipped, so
+        an interrupted migration can be run again; returns how many were added. A dedup key
+        keeps the later of its two expiries.
+        """
+        await self._number(space)
+        args: list[Any] = [_arg(now), len(events)]
+        for e in events:
+            args += e.args()
+        for key, until in keys:
+            args += [key, _arg(until)]
+        return int(await self._call("import", space, args))
+
+    async def forget_imports(self, spaces: Iterable[str]) -> None:
+        """Drop the import marks of `spaces`, once their migration is complete."""
+        marks = [self._keys(s)[SPACE_KEYS.index("migrated")] for s in spaces]
+        if marks:
+            try:
+                await self._redis().delete(*marks)
+            except (RedisError, OSError) as exc:
+                raise Unavailable(f"Redis could not be reached: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ImportedEvent:
+    """A queued or dead event as another backend held it, for `RedisOutbox.import_events`.
+
+    `mark` names it uniquely in its source (for example the source's id and its key).
+    """
+
+    mark: str
+    dead: bool
+    priority: int
+    event_name: str
+    idempotency_key: str
+    payload: bytes
+    received_at: float
+    next_attempt_at: float
+    attempts: int
+    last_status: int | None
+    last_message: str
+    died_at: float | None
+
+    def args(self) -> list[Any]:
+        """The event's IMPORT_FIELDS entries of the import script's ARGV."""
+        return [
+            self.mark, "d" if self.dead else "q", self.priority, self.event_name,
+            self.idempotency_key, self.payload, _arg(self.received_at),
+            _arg(self.next_attempt_at), self.attempts, _arg(self.last_status),
+            self.last_message, _arg(self.died_at),
+        ]  # fmt: skip
+
+
+class _Batch:
+    """The enqueue script's ARGV per Space for the calls of one tick."""
+
+    def __init__(self) -> None:
+        self.args: dict[str, list[Any]] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, e: NewEvent, now: float) -> tuple[str, int]:
+        """Append `e` to its Space's ARGV; where its answer will be: (Space, position)."""
+        self.args.setdefault(e.space, []).extend(
+            [_arg(now), e.priority, e.event_name, e.idempotency_key, e.payload,
+             _arg(e.received_at), _arg(e.dedup_until), len(e.dedup_keys), *e.dedup_keys]
+        )  # fmt: skip
+        position = self.counts.get(e.space, 0)
+        self.counts[e.space] = position + 1
+        return e.space, position
+
+
+def _answer(
+    future: asyncio.Future[list[bool]], by_space: dict[str, Any], places: list[tuple[str, int]]
+) -> None:
+    failed = next((r for s, _ in places if isinstance(r := by_space[s], Exception)), None)
+    if failed is not None:
+        future.set_exception(Unavailable(f"Redis refused the enqueue: {failed}"))
+    else:
+        future.set_result([bool(by_space[space][i]) for space, i in places])
+
+
+def _ok(result: Any) -> Any:
+    """A script's result, or Unavailable if it failed."""
+    if isinstance(result, Exception):
+        raise Unavailable(f"Redis refused a script: {result}")
+    return result
+
+
+def _dead_event(number: int, space: str, f: list[Any]) -> DeadEvent:
+    return DeadEvent(
+        id=event_id(number, int(f[0])),
+        space=space,
+        event_name=_text(f[1]),
+        idempotency_key=_text(f[2]),
+        attempts=int(f[3]),
+        last_status=None if f[4] is None else int(f[4]),
+        last_message=_text(f[5]),
+        received_at=float(f[6]),
+        died_at=float(f[7]),
+    )
