@@ -72,7 +72,6 @@ URL query parameters such as `?socket_timeout=2` override it) or a script error 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -80,11 +79,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
 
 from relay.errors import Unavailable
+from relay.redis_link import RedisLink, Script, ok
+from relay.redis_link import number as _arg
 from relay.store.base import (
     PRIORITY_CONVERSION,
     PRIORITY_PAGE_VIEW,
@@ -405,18 +403,6 @@ return n
 """
 
 
-@dataclass(frozen=True)
-class Script:
-    """A Lua script, run by its SHA1 (EVALSHA) and loaded again when Redis lost it."""
-
-    name: str
-    source: str
-
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
-
-
 def _space_script(name: str, body: str) -> Script:
     return Script(name, PRELUDE + body)
 
@@ -439,8 +425,6 @@ SCRIPTS = {
     ]
 }
 
-Call = tuple[Script, Sequence[str], Sequence[Any]]  # script, KEYS, ARGV
-
 
 def event_id(number: int, seq: int) -> int:
     """The Outbox id of the event `seq` of the Space numbered `number`."""
@@ -450,11 +434,6 @@ def event_id(number: int, seq: int) -> int:
 def split_id(id_: int) -> tuple[int, int]:
     """(Space number, seq) of an Outbox id."""
     return id_ >> SEQ_BITS, id_ & SEQ_MASK
-
-
-def _arg(x: float | None) -> str:
-    """A number as a Lua script reads it back exactly ('' for None)."""
-    return "" if x is None else repr(x)
 
 
 def _text(raw: bytes | str) -> str:
@@ -485,9 +464,9 @@ class RedisOutbox:
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self.registry = f"{prefix}:spaces"
-        self._client: aioredis.Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started = False
+        self.link = RedisLink(
+            url, SCRIPTS.values(), socket_timeout=socket_timeout, connect_timeout=connect_timeout
+        )
         self._numbers: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self._coalescer = Coalescer(self._flush)
@@ -497,12 +476,7 @@ class RedisOutbox:
 
     async def start(self) -> None:
         """Connect and load the scripts; idempotent. Raises Unavailable if Redis is not there."""
-        self._started = True
-        try:
-            await self._send(self._redis(), [], load=SCRIPTS.values())
-        except Unavailable:
-            await self.close()
-            raise
+        await self.link.start()
 
     async def close(self) -> None:
         """Wait (at most `close_timeout`) for enqueues already sent, then disconnect."""
@@ -512,71 +486,11 @@ class RedisOutbox:
             _, late = await asyncio.wait(writes, timeout=self.close_timeout)
             if late:
                 log.error("%d outbox writes still waiting for Redis; leaving them", len(late))
-        self._started = False
-        client, self._client = self._client, None
-        if client is not None and self._loop is loop:
-            try:
-                await client.aclose()
-            except (RedisError, OSError):
-                log.warning("closing the Redis connection failed", exc_info=True)
-
-    def _redis(self) -> aioredis.Redis:
-        if not self._started:
-            raise Unavailable("The outbox is not started.")
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # A client's connections belong to the event loop that made them.
-            self._client = aioredis.Redis.from_url(
-                self.url,
-                socket_timeout=self.socket_timeout,
-                socket_connect_timeout=self.connect_timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-            self._loop = loop
-        return self._client
-
-    async def _run(self, calls: Sequence[Call]) -> list[Any]:
-        """Run `calls` in one pipeline (one round trip); each result or its exception.
-
-        Scripts Redis has lost (restart, SCRIPT FLUSH) are loaded and their calls sent again:
-        NOSCRIPT means the call did nothing.
-        """
-        if not calls:
-            return []
-        client = self._redis()
-        results = await self._send(client, calls)
-        lost = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if lost:
-            scripts = {calls[i][0].name: calls[i][0] for i in lost}.values()
-            again = await self._send(client, [calls[i] for i in lost], load=scripts)
-            for i, result in zip(lost, again[len(scripts) :]):
-                results[i] = result
-        return results
-
-    @staticmethod
-    async def _send(
-        client: aioredis.Redis, calls: Sequence[Call], load: Iterable[Script] = ()
-    ) -> list[Any]:
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                loaded = 0
-                for script in load:
-                    pipe.script_load(script.source)
-                    loaded += 1
-                for script, keys, args in calls:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis could not be reached: {exc}") from exc
-        failed = [r for r in results[:loaded] if isinstance(r, Exception)]
-        if failed:
-            raise Unavailable(f"Redis refused a script: {failed[0]}")
-        return results
+        await self.link.close()
 
     async def _call(self, script: str, space: str, args: Sequence[Any]) -> Any:
         """Run one Space script; its result, or Unavailable."""
-        (result,) = await self._run([(SCRIPTS[script], self._keys(space), args)])
-        return _ok(result)
+        return await self.link.call(SCRIPTS[script], self._keys(space), args)
 
     def _keys(self, space: str) -> list[str]:
         return [f"{self.prefix}:{{{space}}}:{name}" for name in SPACE_KEYS]
@@ -587,8 +501,7 @@ class RedisOutbox:
         """The Space's number, registered on first use (a separate, global call)."""
         number = self._numbers.get(space)
         if number is None:
-            (result,) = await self._run([(SCRIPTS["register"], [self.registry], [space])])
-            number = int(_ok(result))
+            number = int(await self.link.call(SCRIPTS["register"], [self.registry], [space]))
             if number > MAX_SPACES:
                 raise Unavailable(f"Redis holds more than {MAX_SPACES} Spaces.")
             self._numbers[space], self._names[number] = number, space
@@ -596,10 +509,7 @@ class RedisOutbox:
 
     async def _spaces(self) -> list[str]:
         """Every Space registered by any relay, refreshing the caches."""
-        try:
-            fields = await self._redis().hgetall(self.registry)
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis could not be reached: {exc}") from exc
+        fields = await self.link.do(lambda r: r.hgetall(self.registry))
         for field, value in fields.items():
             name = _text(field)
             if name.startswith("s:"):
@@ -628,7 +538,7 @@ class RedisOutbox:
         for e in events:
             if e.priority not in (PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW):
                 raise ValueError(f"unknown priority {e.priority!r} of event {e.idempotency_key}")
-        self._redis()  # not started: Unavailable now, not in the flush
+        self.link.client()  # not started: Unavailable now, not in the flush
         return await self._coalescer.submit(events, now)
 
     def _flush(self, pending: list[Pending]) -> None:
@@ -644,7 +554,7 @@ class RedisOutbox:
                 await self._number(space)
             spaces = list(batch.args)
             calls = [(SCRIPTS["enqueue"], self._keys(s), batch.args[s]) for s in spaces]
-            by_space = dict(zip(spaces, await self._run(calls)))
+            by_space = dict(zip(spaces, await self.link.run(calls)))
         except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
             fail_all(pending, exc if isinstance(exc, Unavailable) else Unavailable(f"Redis: {exc}"))
             return
@@ -707,7 +617,7 @@ class RedisOutbox:
         """Run `script` once per Space of `ids` (ARGV: `head`, then seqs), in one pipeline."""
         groups = await self._by_space(ids)
         calls = [(SCRIPTS[script], self._keys(s), [*head, *seqs]) for s, seqs in groups.items()]
-        return [int(_ok(r)) for r in await self._run(calls)]
+        return [int(ok(r)) for r in await self.link.run(calls)]
 
     # upkeep and reading -------------------------------------------------------------------
 
@@ -734,8 +644,8 @@ class RedisOutbox:
         spaces = await self._spaces()
         calls = [(SCRIPTS["dead_letters"], self._keys(s), [limit]) for s in spaces]
         dead: list[DeadEvent] = []
-        for space, result in zip(spaces, await self._run(calls)):
-            flat = _ok(result)
+        for space, result in zip(spaces, await self.link.run(calls)):
+            flat = ok(result)
             number = self._numbers[space]
             dead += [_dead_event(number, space, flat[i : i + 8]) for i in range(0, len(flat), 8)]
         dead.sort(key=lambda d: (d.received_at, d.id))
@@ -744,13 +654,8 @@ class RedisOutbox:
     async def stats(self) -> OutboxStats:
         """See `Outbox.stats`: each Space's counts hash, in one pipeline."""
         spaces = await self._spaces()
-        try:
-            async with self._redis().pipeline(transaction=False) as pipe:
-                for space in spaces:
-                    pipe.hmget(self._keys(space)[SPACE_KEYS.index("counts")], *BUCKETS)
-                rows = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"Redis could not be reached: {exc}") from exc
+        counts_keys = [self._keys(space)[SPACE_KEYS.index("counts")] for space in spaces]
+        rows = await self.link.do(lambda r: _read_counts(r, counts_keys))
         stats = OutboxStats()
         for space, row in zip(spaces, rows):
             counts = {bucket: int(n or 0) for bucket, n in zip(BUCKETS, row)}
@@ -787,10 +692,7 @@ class RedisOutbox:
         """Drop the import marks of `spaces`, once their migration is complete."""
         marks = [self._keys(s)[SPACE_KEYS.index("migrated")] for s in spaces]
         if marks:
-            try:
-                await self._redis().delete(*marks)
-            except (RedisError, OSError) as exc:
-                raise Unavailable(f"Redis could not be reached: {exc}") from exc
+            await self.link.do(lambda r: r.delete(*marks))
 
 
 @dataclass(frozen=True)
@@ -851,11 +753,12 @@ def _answer(
         future.set_result([bool(by_space[space][i]) for space, i in places])
 
 
-def _ok(result: Any) -> Any:
-    """A script's result, or Unavailable if it failed."""
-    if isinstance(result, Exception):
-        raise Unavailable(f"Redis refused a script: {result}")
-    return result
+async def _read_counts(client: aioredis.Redis, keys: list[str]) -> list[list[Any]]:
+    """The BUCKETS of each counts hash in `keys`, in one pipeline."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, *BUCKETS)
+        return await pipe.execute()  # type: ignore[no-any-return]
 
 
 def _dead_event(number: int, space: str, f: list[Any]) -> DeadEvent:
