@@ -1,0 +1,93 @@
+"""The shared rate limiter: token buckets in Redis, so every relay spends one allowance.
+
+The same bucket as `relay.ratelimit.MemoryRateLimiter` (at most `limit` tokens, refilled at
+`limit` per minute; the same `Decision` numbers), kept in one Redis hash per key
+(`comet:rl:<key>`: tokens and the time they were counted) and updated by one Lua script, so two
+relays taking at the same moment never both spend the last token. A bucket's key expires once
+it would have refilled, so idle keys (client addresses) cost no memory.
+
+Time: with `clock=None` (the default) the script reads Redis's own clock, so relays on
+machines whose clocks differ still share one bucket fairly. Tests inject a clock.
+
+The methods are coroutines: a network round trip cannot be made synchronously inside the
+event loop. If Redis cannot be reached they raise `relay.errors.Unavailable` (503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from relay.ratelimit import Decision, MemoryRateLimiter
+from relay.redis_link import RedisLink, Script, number
+
+# KEYS: the bucket. ARGV: limit per minute, now ('' for Redis's clock), 1 to spend or 0 to
+# look. Returns {1 if allowed, tokens left}.
+BUCKET = Script(
+    "bucket",
+    """
+local limit, now = tonumber(ARGV[1]), tonumber(ARGV[2])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or at == nil then
+  tokens, at = limit, now
+end
+tokens = math.min(limit, tokens + math.max(0, now - at) * limit / 60)
+local allowed = 1
+if ARGV[3] == '1' then
+  if tokens >= 1 then tokens = tokens - 1 else allowed = 0 end
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.17g', now))
+  -- Full again after (limit - tokens) minutes' worth of refill: then it equals a new bucket.
+  redis.call('PEXPIRE', KEYS[1], math.ceil((limit - tokens) * 60000 / limit) + 1000)
+end
+return {allowed, string.format('%.17g', tokens)}
+""",
+)
+
+
+class RedisRateLimiter:
+    """Token buckets shared by every relay on one Redis; async `take` and `peek`.
+
+    `url` as for the outbox (`database = "redis://..."`); `prefix` starts the key names.
+    Call `start` before use and `close` at shutdown.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] | None = None,
+        prefix: str = "comet",
+        socket_timeout: float = 2.0,
+    ) -> None:
+        self.clock = clock
+        self.prefix = prefix
+        self.link = RedisLink(url, [BUCKET], socket_timeout=socket_timeout)
+
+    async def start(self) -> None:
+        """Connect and load the script; Unavailable if Redis is not there."""
+        await self.link.start()
+
+    async def close(self) -> None:
+        """Disconnect; idempotent."""
+        await self.link.close()
+
+    async def take(self, key: str, limit_per_minute: int) -> Decision:
+        """Spend one request of `key`'s allowance, if there is one (one round trip)."""
+        return await self._bucket(key, limit_per_minute, spend=True)
+
+    async def peek(self, key: str, limit_per_minute: int) -> Decision:
+        """What `take` would report, without spending anything."""
+        return await self._bucket(key, limit_per_minute, spend=False)
+
+    async def _bucket(self, key: str, limit: int, spend: bool) -> Decision:
+        if limit <= 0:
+            raise ValueError(f"a rate limit must be positive, got {limit}")
+        now = None if self.clock is None else self.clock()
+        allowed, tokens = await self.link.call(
+            BUCKET, [f"{self.prefix}:rl:{key}"], [limit, number(now), int(spend)]
+        )
+        return MemoryRateLimiter._decision(bool(allowed), limit, float(tokens))
