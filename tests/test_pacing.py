@@ -1,0 +1,120 @@
+"""Contract tests of the upstream pacer, in-process and on Redis; shared pacing at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from relay.errors import Unavailable
+from relay.pacing import MemoryPacer, Pacer, RedisPacer
+from tests.support import free_port
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """ "memory", or the URL of the session's redis-server, emptied."""
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return str(request.param)
+
+
+def run(backend: str, scenario: Callable[[Pacer], Awaitable[None]]) -> None:
+    async def main() -> None:
+        if backend == "memory":
+            await scenario(MemoryPacer())
+            return
+        pacer = RedisPacer(backend)
+        await pacer.start()
+        try:
+            await scenario(pacer)
+        finally:
+            await pacer.close()
+
+    asyncio.run(main())
+
+
+def test_reserve_spaces_starts_one_interval_apart(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        assert await pacer.next_slot("acme") == 0.0
+        starts = [await pacer.reserve("acme", 0.5, T0) for _ in range(4)]
+        assert starts == [T0, T0 + 0.5, T0 + 1.0, T0 + 1.5]
+        assert await pacer.next_slot("acme") == T0 + 2.0
+
+    run(backend, scenario)
+
+
+def test_an_idle_space_starts_at_once(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        assert await pacer.reserve("acme", 0.5, T0) == T0
+        assert await pacer.reserve("acme", 0.5, T0 + 10) == T0 + 10  # no credit for idling
+        assert await pacer.reserve("acme", 0.5, T0 + 10) == T0 + 10.5
+
+    run(backend, scenario)
+
+
+def test_spaces_are_paced_apart(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        assert await pacer.reserve("acme", 1.0, T0) == T0
+        assert await pacer.reserve("beta", 1.0, T0) == T0
+        assert await pacer.reserve("acme", 1.0, T0) == T0 + 1.0
+
+    run(backend, scenario)
+
+
+def test_hold_pushes_the_next_slot_but_never_pulls_it_back(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        await pacer.reserve("acme", 1.0, T0)
+        await pacer.hold("acme", T0 + 30, T0)  # Retry-After: 30
+        assert await pacer.reserve("acme", 1.0, T0 + 1) == T0 + 30
+        await pacer.hold("acme", T0 + 5, T0 + 2)  # an earlier hold changes nothing
+        assert await pacer.reserve("acme", 1.0, T0 + 2) == T0 + 31
+
+    run(backend, scenario)
+
+
+def test_concurrent_reservations_get_distinct_slots(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        starts = await asyncio.gather(*(pacer.reserve("acme", 0.25, T0) for _ in range(40)))
+        assert sorted(starts) == [T0 + 0.25 * i for i in range(40)]
+
+    run(backend, scenario)
+
+
+# Redis only
+
+
+def test_redis_forwarders_of_several_relays_share_the_pace(redis_url: str) -> None:
+    async def scenario() -> list[float]:
+        pacers = [RedisPacer(redis_url) for _ in range(3)]
+        for pacer in pacers:
+            await pacer.start()
+        try:
+            return list(
+                await asyncio.gather(
+                    *(p.reserve("acme", 0.1, T0) for _ in range(20) for p in pacers)
+                )
+            )
+        finally:
+            for pacer in pacers:
+                await pacer.close()
+
+    starts = sorted(asyncio.run(scenario()))
+    assert starts[0] == T0
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps == pytest.approx([0.1] * 59, abs=1e-5)  # 3 relays, one pace: 10 starts a second
+
+
+def test_redis_pacer_down_is_unavailable() -> None:
+    async def scenario() -> None:
+        pacer = RedisPacer(f"redis://127.0.0.1:{free_port()}/0")
+        with pytest.raises(Unavailable):
+            await pacer.start()
+        with pytest.raises(Unavailable):
+            await pacer.reserve("acme", 1.0, T0)
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
