@@ -46,7 +46,11 @@ Call = tuple[Script, Sequence[str], Sequence[Any]]  # script, KEYS, ARGV
 
 
 class RedisLink:
-    """A client for `url` that runs `scripts`; usable from successive event loops.
+    """A client for `url` that runs `scripts`.
+
+    Start, use and close it in one event loop. It also works from successive loops (a new
+    client per loop), but the connections of a loop that has ended cannot be closed any
+    more: they are dropped, and closed when collected.
 
     `url` is a redis:// or rediss:// URL (user, password, database number and query options
     such as `?socket_timeout=2` as redis-py reads them; the query wins over the arguments).
