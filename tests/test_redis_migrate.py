@@ -1,0 +1,162 @@
+"""Moving a SQLite outbox into Redis loses nothing and duplicates nothing, even when re-run."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import relay.store.migrate
+from relay.store.base import Claimed, DeadEvent, Outbox
+from relay.store.migrate import MigrationError, migrate
+from relay.store.redis import RedisOutbox
+from relay.store.sqlite import SQLiteOutbox
+from tests.test_outbox import HOUR, T0, event, page_view, run_with
+
+LATER = T0 + 1000
+
+
+def fill(path: Path) -> None:
+    """A SQLite outbox with every kind of event: queued, retrying, delivered, dead, two Spaces."""
+
+    async def scenario(box: SQLiteOutbox) -> None:
+        await box.enqueue([page_view(f"pv{i}") for i in range(30)], T0)
+        await box.enqueue([event(f"c{i}") for i in range(40)], T0 + 1)
+        await box.enqueue([event(f"b{i}", space="beta") for i in range(25)], T0 + 2)
+        await box.enqueue([event("short", until=T0 + 5)], T0 + 2)
+        claimed = await box.claim("acme", 20, 30, T0 + 3)
+        await box.delivered([c.id for c in claimed[:5]], T0 + 4)
+        for c in claimed[5:10]:
+            await box.retry(c.id, T0 + 500, 503, "busy", T0 + 4)
+        for c in claimed[10:13]:
+            await box.dead(c.id, 422, f"bad {c.idempotency_key}", T0 + 5)
+        await box.release([c.id for c in claimed[13:]])
+        (b,) = await box.claim("beta", 1, 30, T0 + 3)
+        await box.dead(b.id, None, "too old", T0 + 6)
+
+    run_with(SQLiteOutbox(str(path)), scenario)
+
+
+def drain(box: Outbox) -> tuple[list[Claimed], list[Claimed], list[DeadEvent], dict[str, object]]:
+    """Everything a store would hand out after the move: claims, dead letters, stats."""
+
+    async def scenario(
+        box: Outbox,
+    ) -> tuple[list[Claimed], list[Claimed], list[DeadEvent], dict[str, object]]:
+        stats = (await box.stats()).as_dict()
+        dead = await box.dead_letters()
+        acme = await box.claim("acme", 1000, 30, LATER)
+        beta = await box.claim("beta", 1000, 30, LATER)
+        return acme, beta, dead, stats
+
+    return run_with(box, scenario)
+
+
+def same_claims(a: list[Claimed], b: list[Claimed]) -> None:
+    def view(c: Claimed) -> tuple[object, ...]:
+        return (c.space, c.event_name, c.idempotency_key, c.payload, c.attempts, c.received_at)
+
+    assert [view(c) for c in a] == [view(c) for c in b]
+
+
+def dead_view(d: DeadEvent) -> tuple[object, ...]:
+    return (d.space, d.idempotency_key, d.attempts, d.last_status, d.last_message,
+            d.received_at, d.died_at)  # fmt: skip
+
+
+def test_migrate_moves_queued_and_dead_events_in_order_with_their_history(
+    tmp_path: Path, redis_url: str
+) -> None:
+    path = tmp_path / "outbox.db"
+    fill(path)
+    shutil.copy(path, tmp_path / "copy.db")
+    expected = drain(SQLiteOutbox(str(tmp_path / "copy.db")))
+
+    report = asyncio.run(migrate(str(path), redis_url, LATER - 100))
+    assert (report.queued, report.dead, report.skipped) == (87, 4, 0)
+    assert report.dedup_keys == 95  # every key but the one that expired at T0 + 5
+
+    acme, beta, dead, stats = drain(RedisOutbox(redis_url))
+    same_claims(acme, expected[0])
+    same_claims(beta, expected[1])
+    assert [d.idempotency_key for d in acme[:3]] == ["c5", "c6", "c7"]  # value, then age
+    assert acme[0].attempts == 1 and acme[-1].idempotency_key == "pv29"
+    assert [dead_view(d) for d in dead] == [dead_view(d) for d in expected[2]]
+    moved = dict(expected[3], delivered=0)  # delivered events stay behind
+    moved["spaces"] = {s: dict(c, delivered=0) for s, c in expected[3]["spaces"].items()}  # type: ignore[attr-defined]
+    assert stats == moved
+
+    left = sqlite3.connect(path).execute("SELECT status, count(*) FROM outbox GROUP BY status")
+    assert dict(left.fetchall()) == {"delivered": 5}
+
+
+def test_duplicates_are_still_refused_after_the_move(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "outbox.db"
+    fill(path)
+    asyncio.run(migrate(str(path), redis_url, T0 + 10))
+
+    async def scenario(box: RedisOutbox) -> list[bool]:
+        again = [event("c0"), event("c1"), event("b3", space="beta"), event("short"), event("new")]
+        return await box.enqueue(again, T0 + 10)
+
+    # c0 was delivered, c1 is queued, b3 queued: all still known; "short" had expired.
+    assert run_with(RedisOutbox(redis_url), scenario) == [False, False, False, True, True]
+
+
+def test_an_interrupted_migration_resumes_without_duplicates(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "outbox.db"
+    fill(path)
+    real_delete = relay.store.migrate._delete
+    deletes = []
+
+    def crash_on_second_chunk(conn: sqlite3.Connection, ids: list[int]) -> None:
+        deletes.append(ids)
+        if len(deletes) == 2:
+            raise KeyboardInterrupt  # after the chunk reached Redis, before SQLite let it go
+        real_delete(conn, ids)
+
+    monkeypatch.setattr(relay.store.migrate, "_delete", crash_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(migrate(str(path), redis_url, LATER - 100, chunk=20))
+    monkeypatch.setattr(relay.store.migrate, "_delete", real_delete)
+
+    report = asyncio.run(migrate(str(path), redis_url, LATER - 100, chunk=20))
+    assert report.skipped == 20
+    acme, beta, _, stats = drain(RedisOutbox(redis_url))
+    assert (stats["queued"], stats["dead"]) == (87, 4)
+    keys = [c.idempotency_key for c in acme + beta]
+    assert len(keys) == len(set(keys)) == 87
+
+    async def marks(box: RedisOutbox) -> int:
+        return int(await box.link.do(lambda r: r.exists("comet:{acme}:migrated")))
+
+    assert run_with(RedisOutbox(redis_url), marks) == 0  # a complete run forgets its marks
+
+
+def test_migrate_refuses_while_a_forwarder_holds_leases(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "outbox.db"
+
+    async def scenario(box: SQLiteOutbox) -> None:
+        await box.enqueue([event("a")], T0)
+        await box.claim("acme", 1, 30, T0)
+
+    run_with(SQLiteOutbox(str(path)), scenario)
+    with pytest.raises(MigrationError, match="stop every relay"):
+        asyncio.run(migrate(str(path), redis_url, T0 + 10))
+    report = asyncio.run(migrate(str(path), redis_url, T0 + 30))  # the lease ran out
+    assert report.queued == 1
+
+
+def test_migrate_needs_an_outbox_file(tmp_path: Path, redis_url: str) -> None:
+    with pytest.raises(MigrationError, match="no such"):
+        asyncio.run(migrate(str(tmp_path / "missing.db"), redis_url, T0))
+    (tmp_path / "other.db").write_bytes(b"")
+    with pytest.raises(MigrationError, match="not a SQLite outbox"):
+        asyncio.run(migrate(str(tmp_path / "other.db"), redis_url, T0))
+    assert not (tmp_path / "missing.db").exists()
+    assert HOUR  # the shared helpers' clock
