@@ -15,7 +15,7 @@ import re
 import secrets
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +26,16 @@ from relay.keys import EVENTS_WRITE
 
 DEFAULT_UPSTREAM_URL = "https://app.cometly.com/public-api/v1/events/track"
 CONFIG_NAME = "relay.toml"
+TRACK_PATH = "/public-api/v1/events/track"
+# Paths the relay serves whatever the configuration says; a browser path may not take one.
+RESERVED_PATHS: Mapping[str, str] = MappingProxyType(
+    {
+        TRACK_PATH: "the Create Event API",
+        "/healthz": "the health check",
+        "/openapi.json": "the OpenAPI document",
+        "/demo": "the demo page",
+    }
+)
 DEFAULT_DATA_DIR = "comet-data"
 MIN_SECRET_KEY_LENGTH = 16
 SPACE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -70,6 +80,15 @@ class Settings:
     upstream_timeout_seconds: float = 10.0
     max_event_age_hours: float = 72.0
     delivered_retention_days: float = 7.0
+    # the browser side (issue 4)
+    snippet_path: str = "/comet.js"
+    snippet_aliases: tuple[str, ...] = ()
+    collect_path: str = "/e"
+    cookie_name: str = "_comet"
+    cookie_domain: str | None = None
+    browser_rate_limit_per_minute: int = 600
+    max_batch_events: int = 50
+    demo: bool = False  # serve /demo; only the embedded default sets it
     spaces: Mapping[str, Space] = field(default_factory=dict)
     source: str = "<defaults>"
 
@@ -140,6 +159,7 @@ def _build(
     database = relay.get("database", Settings.database)
     relay["database"] = _database(database, config_dir, env, problems)
     relay["secret_keys"] = _secret_keys(_file_secret_keys(document, relay), env, problems)
+    _check_paths(relay, problems)
     return Settings(**relay, spaces=MappingProxyType(spaces), source=path)
 
 
@@ -358,6 +378,33 @@ def _permissions(value: Any) -> frozenset[str]:
 _API_KEY_CHECKS: dict[str, Check] = {"sha256": _sha256, "permissions": _permissions}
 
 
+_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+def _path(value: Any) -> str:
+    """A URL path the relay serves: starts with '/', no query, fragment or spaces."""
+    if not isinstance(value, str) or not _PATH.fullmatch(value) or value == "/":
+        raise _Bad(
+            f'must be a path such as "/e" (starts with "/", no spaces, "?" or "#"), got {_show(value)}'
+        )
+    return value
+
+
+def _cookie_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}", value):
+        raise _Bad(
+            f"must be a cookie name (letters, digits and !#$%&'*+-.^_`|~, 1 to 64), got {_show(value)}"
+        )
+    return value
+
+
+def _cookie_domain(value: Any) -> str:
+    name = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    if not isinstance(value, str) or not re.fullmatch(rf"\.?{name}(?:\.{name})*", value):
+        raise _Bad(f'must be a domain name such as "example.com", got {_show(value)}')
+    return value.lower()
+
+
 def _api_keys(value: Any) -> tuple[ApiKey, ...]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise _Bad("must be an array of tables, written as [[spaces.ID.api_keys]] blocks")
@@ -382,6 +429,13 @@ _RELAY_CHECKS: dict[str, Check] = {
     "upstream_timeout_seconds": _positive_number,
     "max_event_age_hours": _positive_number,
     "delivered_retention_days": _positive_number,
+    "snippet_path": _path,
+    "snippet_aliases": _each(_path),
+    "collect_path": _path,
+    "cookie_name": _cookie_name,
+    "cookie_domain": _cookie_domain,
+    "browser_rate_limit_per_minute": _positive_int,
+    "max_batch_events": _positive_int,
 }
 
 _SPACE_CHECKS: dict[str, Check] = {
@@ -466,6 +520,20 @@ def _check_unique(spaces: Mapping[str, Space], problems: list[str]) -> None:
                 )
 
 
+def _check_paths(relay: Mapping[str, Any], problems: list[str]) -> None:
+    """The browser paths differ from each other and from the paths the relay always serves."""
+    taken: dict[str, str] = dict(RESERVED_PATHS)
+    named = [("snippet_path", relay.get("snippet_path", Settings.snippet_path))]
+    named += [(f"snippet_aliases[{i}]", p) for i, p in enumerate(relay.get("snippet_aliases", ()))]
+    named.append(("collect_path", relay.get("collect_path", Settings.collect_path)))
+    for name, path in named:
+        owner = taken.setdefault(path, f"relay.{name}")
+        if owner != f"relay.{name}":
+            problems.append(
+                f'relay.{name}: "{path}" is already the path of {owner}; choose another'
+            )
+
+
 def _database(value: str, config_dir: str, env: Mapping[str, str], problems: list[str]) -> str:
     """The database URL or absolute SQLite path; RELAY_DATABASE wins over the file.
 
@@ -528,6 +596,7 @@ def embedded_default(
     database inside `data_dir`, and a Space "demo" with a generated site key, origins for
     localhost:`port` and one API key stored as its SHA-256. Returns the settings and the demo
     API key in plain text, the latter only when this call created the file (None otherwise).
+    The settings have `demo` set, so the relay serves its demo page.
     """
     path = os.path.join(data_dir, CONFIG_NAME)
     api_key = None
@@ -539,7 +608,7 @@ def embedded_default(
             problem = f"cannot create the default config: {exc.strerror or exc}"
             raise ConfigError(path, [problem]) from None
         api_key = api_key if created else None
-    return load(path, env), api_key
+    return replace(load(path, env), demo=True), api_key
 
 
 def _write_new(path: str, text: str) -> bool:
@@ -574,6 +643,9 @@ secret_keys = ["{secret}"]  # add a new key last to rotate
 trusted_proxies = ["127.0.0.1"]
 dedup_window_hours = 48
 max_body_bytes = 65536
+snippet_path = "/comet.js"           # the script tag's src; add snippet_aliases to dodge blocklists
+collect_path = "/e"                  # where the snippet sends events
+browser_rate_limit_per_minute = 600  # per client IP
 
 [spaces.demo]
 active = true
