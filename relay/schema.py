@@ -210,9 +210,24 @@ _EVENT_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 def parse_body(raw: bytes) -> dict[str, object]:
     """The request body as one JSON object; raises `Invalid` (422), and only that, otherwise.
 
+    Refused: what `parse_json` refuses, and any JSON value that is not an object.
+    """
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        hint = " Send one event per request." if isinstance(data, list) else ""
+        raise Invalid(
+            "The body must be one JSON object with every field at its root, "
+            f"got {_json_type(data)}.{hint}"
+        )
+    return data
+
+
+def parse_json(raw: bytes) -> object:
+    """The request body as a JSON value; raises `Invalid` (422), and only that, otherwise.
+
     Refused: invalid UTF-8, text that is not JSON, NaN and Infinity, integers too long to
-    convert, a key repeated in one object, nesting deeper than `MAX_DEPTH`, escapes of lone
-    UTF-16 surrogates, and any JSON value that is not an object.
+    convert, a key repeated in one object, nesting deeper than `MAX_DEPTH`, and escapes of
+    lone UTF-16 surrogates.
     """
     try:
         text = raw.decode("utf-8-sig")
@@ -237,12 +252,6 @@ def parse_body(raw: bytes) -> dict[str, object]:
         raise Invalid(
             "The body holds an integer with thousands of digits: send numbers of a sane size."
         ) from None
-    if not isinstance(data, dict):
-        hint = " Send one event per request." if isinstance(data, list) else ""
-        raise Invalid(
-            "The body must be one JSON object with every field at its root, "
-            f"got {_json_type(data)}.{hint}"
-        )
     if _deeper_than(data, MAX_DEPTH):
         raise Invalid(_TOO_DEEP)
     # A lone surrogate can only come from a \uD8xx-style escape, so only such bodies pay for
