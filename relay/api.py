@@ -51,21 +51,26 @@ def new_event(space: Space, event: dict[str, object], now: float) -> NewEvent:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+async def read_body(
+    request: Request, limit: int, advice: str = "send one event per request."
+) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes.
+
+    The 413 message ends with `advice` on what to send instead.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(_too_large(limit))
+        raise PayloadTooLarge(_too_large(limit, advice))
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge(_too_large(limit))
+            raise PayloadTooLarge(_too_large(limit, advice))
     return bytes(body)
 
 
-def _too_large(limit: int) -> str:
-    return f"The body is larger than this relay's limit of {limit} bytes: send one event per request."
+def _too_large(limit: int, advice: str) -> str:
+    return f"The body is larger than this relay's limit of {limit} bytes: {advice}"
 
 
 class CreateEvent:

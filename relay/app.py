@@ -9,21 +9,23 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from relay.api import CreateEvent
-from relay.errors import RelayError
+from relay.browser import Collect, Demo, Snippet, static_file
+from relay.errors import ConfigError, RelayError
 from relay.forwarder import forwarding
 from relay.openapi import openapi_schema
 from relay.ratelimit import MemoryRateLimiter, RateLimiter
-from relay.settings import Settings
+from relay.settings import TRACK_PATH, Settings
 from relay.store import Outbox, open_outbox
+from relay.tokens import VisitorTokens
 
 log = logging.getLogger("relay")
-
-TRACK_PATH = "/public-api/v1/events/track"
 
 
 def create_app(
@@ -34,11 +36,25 @@ def create_app(
     clock: Callable[[], float] = time.time,
     forward: bool = True,
 ) -> Starlette:
-    """The relay as an ASGI app; mountable under a path of another Starlette/FastAPI app."""
+    """The relay as an ASGI app; mountable under a path of another Starlette/FastAPI app.
+
+    X-Forwarded-For and X-Forwarded-Proto are honoured from `settings.trusted_proxies` only,
+    by uvicorn's own middleware, so the client address is right however the app is served.
+    Raises `ConfigError` when a Space has a site key but there is no secret key to sign
+    visitor tokens with.
+    """
+    if not settings.secret_keys and any(s.site_key for s in settings.spaces.values()):
+        raise ConfigError(
+            settings.source, ["relay.secret_keys: required to sign visitor tokens for site keys"]
+        )
     outbox = outbox if outbox is not None else open_outbox(settings.database)
     limiter = limiter if limiter is not None else MemoryRateLimiter(clock)
     openapi = openapi_schema(TRACK_PATH)
     track = CreateEvent(settings, limiter, outbox, clock)
+    collect = None
+    if settings.secret_keys:
+        tokens = VisitorTokens(settings.secret_keys, clock=clock)
+        collect = Collect(settings, limiter, outbox, tokens, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,6 +63,8 @@ def create_app(
             if forward and any(s.upstream_url for s in settings.spaces.values()):
                 async with forwarding(settings, outbox, clock=clock) as forwarder:
                     track.on_queued = forwarder.wake
+                    if collect is not None:
+                        collect.on_queued = forwarder.wake
                     yield
             else:
                 yield
@@ -55,16 +73,24 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         stats = await outbox.stats()
-        return JSONResponse({"status": "ok", "queued": stats.queued, "dead": stats.dead})
+        body = {"status": "ok", "queued": stats.queued, "dead": stats.dead}
+        if collect is not None:
+            body["bot_events_dropped"] = collect.bot_events
+        return JSONResponse(body)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi)
 
+    routes: list[BaseRoute] = [
+        Route(TRACK_PATH, track.handle, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        *_browser_routes(settings, collect),
+    ]
     app = Starlette(
-        routes=[
-            Route(TRACK_PATH, track.handle, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/openapi.json", openapi_json, methods=["GET"]),
+        routes=routes,
+        middleware=[
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
         ],
         exception_handlers={
             RelayError: _relay_error,
@@ -77,6 +103,23 @@ def create_app(
     app.state.outbox = outbox
     app.state.limiter = limiter
     return app
+
+
+def _browser_routes(settings: Settings, collect: Collect | None) -> list[BaseRoute]:
+    """The snippet (and its aliases), the collect endpoint, and the demo page when asked for."""
+    snippet = Snippet.from_package()
+    routes: list[BaseRoute] = [
+        Route(path, snippet.handle, methods=["GET"], name="comet_snippet" if i == 0 else None)
+        for i, path in enumerate((settings.snippet_path, *settings.snippet_aliases))
+    ]
+    if collect is not None:
+        path = settings.collect_path
+        routes.append(Route(path, collect.handle, methods=["POST"], name="comet_collect"))
+        routes.append(Route(path, collect.preflight, methods=["OPTIONS"]))
+    if settings.demo:
+        demo = Demo(settings, static_file("demo.html"))
+        routes.append(Route("/demo", demo.handle, methods=["GET"], name="comet_demo"))
+    return routes
 
 
 async def _relay_error(request: Request, exc: Exception) -> Response:
