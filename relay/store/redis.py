@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ SPACE_KEYS = (
     "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "dedup",
     "counts", "migrated",
 )  # fmt: skip
+EVENT_HEAD = struct.Struct("<dddBH")  # an enqueued event's numbers; see ENQUEUE
+LENGTH = struct.Struct("<I")
 IMPORT_FIELDS = 12  # ARGV entries per event of the import script
 
 # Shared by every per-Space script: names for KEYS and the moves between the sets.
@@ -155,37 +158,45 @@ local function num(x)
 end
 """
 
-# ARGV, per event: now, priority, name, key, payload, received_at, dedup_until, n, n dedup keys.
+# ARGV[1]: the events, packed by `_Batch` (one argument: far cheaper to send than nine per
+# event). Per event: now, received_at, dedup_until (doubles), priority (byte), the number of
+# dedup keys (uint16), then name, key, payload and the dedup keys, each length-prefixed.
+# Returns one character per event: '1' queued, '0' duplicate.
 ENQUEUE = """
-local out, queued, i = {}, 0, 1
-while i <= #ARGV do
-  local now, nkeys = tonumber(ARGV[i]), tonumber(ARGV[i + 7])
+local blob, pos = ARGV[1], 1
+local out, queued = {}, 0
+while pos <= #blob do
+  local now, received, dedup_until, priority, nkeys, name, key, payload
+  now, received, dedup_until, priority, nkeys, name, key, payload, pos =
+    struct.unpack('<dddBHI4c0I4c0I4c0', blob, pos)
+  local keys = {}
+  for j = 1, nkeys do
+    keys[j], pos = struct.unpack('<I4c0', blob, pos)
+  end
   local dup = false
-  for j = i + 8, i + 7 + nkeys do
-    local expires = redis.call('ZSCORE', K_DEDUP, ARGV[j])
+  for _, k in ipairs(keys) do
+    local expires = redis.call('ZSCORE', K_DEDUP, k)
     if expires and tonumber(expires) > now then
       dup = true
       break
     end
   end
   if dup then
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
   else
-    for j = i + 8, i + 7 + nkeys do
-      redis.call('ZADD', K_DEDUP, ARGV[i + 6], ARGV[j])
+    for _, k in ipairs(keys) do
+      redis.call('ZADD', K_DEDUP, num(dedup_until), k)
     end
     local seq = redis.call('INCR', K_SEQ)
-    local e = {p = tonumber(ARGV[i + 1]), n = ARGV[i + 2], k = ARGV[i + 3], b = ARGV[i + 4],
-               r = tonumber(ARGV[i + 5]), t = now, a = 0, s = 'q'}
+    local e = {p = priority, n = name, k = key, b = payload, r = received, t = now, a = 0, s = 'q'}
     save(seq, e)
     make_ready(seq, e)
     queued = queued + 1
-    out[#out + 1] = 1
+    out[#out + 1] = '1'
   end
-  i = i + 8 + nkeys
 end
 count('queued', queued)
-return out
+return table.concat(out)
 """
 
 # ARGV: now, n, lease_until, promote limit. Returns seq, name, key, attempts, received_at,
@@ -550,10 +561,10 @@ class RedisOutbox:
         try:
             batch = _Batch()
             places = [[batch.add(e, now) for e in events] for events, now, _ in pending]
-            for space in batch.args:
+            spaces = list(batch.parts)
+            for space in spaces:
                 await self._number(space)
-            spaces = list(batch.args)
-            calls = [(SCRIPTS["enqueue"], self._keys(s), batch.args[s]) for s in spaces]
+            calls = [(SCRIPTS["enqueue"], self._keys(s), batch.args(s)) for s in spaces]
             by_space = dict(zip(spaces, await self.link.run(calls)))
         except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
             fail_all(pending, exc if isinstance(exc, Unavailable) else Unavailable(f"Redis: {exc}"))
@@ -726,21 +737,29 @@ class ImportedEvent:
 
 
 class _Batch:
-    """The enqueue script's ARGV per Space for the calls of one tick."""
+    """The enqueue script's packed events per Space, for the calls of one tick."""
 
     def __init__(self) -> None:
-        self.args: dict[str, list[Any]] = {}
+        self.parts: dict[str, list[bytes]] = {}
         self.counts: dict[str, int] = {}
 
     def add(self, e: NewEvent, now: float) -> tuple[str, int]:
-        """Append `e` to its Space's ARGV; where its answer will be: (Space, position)."""
-        self.args.setdefault(e.space, []).extend(
-            [_arg(now), e.priority, e.event_name, e.idempotency_key, e.payload,
-             _arg(e.received_at), _arg(e.dedup_until), len(e.dedup_keys), *e.dedup_keys]
-        )  # fmt: skip
+        """Pack `e` for its Space's script; where its answer will be: (Space, position)."""
+        strings = [e.event_name.encode(), e.idempotency_key.encode(), e.payload]
+        strings += [key.encode() for key in e.dedup_keys]
+        parts = self.parts.setdefault(e.space, [])
+        parts.append(
+            EVENT_HEAD.pack(now, e.received_at, e.dedup_until, e.priority, len(e.dedup_keys))
+        )
+        for string in strings:
+            parts += (LENGTH.pack(len(string)), string)
         position = self.counts.get(e.space, 0)
         self.counts[e.space] = position + 1
         return e.space, position
+
+    def args(self, space: str) -> list[bytes]:
+        """The enqueue script's ARGV for `space`."""
+        return [b"".join(self.parts[space])]
 
 
 def _answer(
@@ -750,7 +769,7 @@ def _answer(
     if failed is not None:
         future.set_exception(Unavailable(f"Redis refused the enqueue: {failed}"))
     else:
-        future.set_result([bool(by_space[space][i]) for space, i in places])
+        future.set_result([by_space[space][i] == ord("1") for space, i in places])
 
 
 async def _read_counts(client: aioredis.Redis, keys: list[str]) -> list[list[Any]]:
