@@ -20,26 +20,30 @@ Keys of Space S (the `{S}` hash tag keeps them in one Redis Cluster slot):
     comet:{S}:wait     zset    queued, unleased events due later (retries); score = due time
     comet:{S}:leased   zset    claimed events; score = lease expiry
     comet:{S}:dead     zset    dead letters; score = seq
-    comet:{S}:done     zset    delivered events, kept until pruned; score = delivered_at
+    comet:{S}:done     zset    seconds in which events were delivered; score = the second
+    comet:{S}:done:n   hash    second -> how many events were delivered in it
     comet:{S}:dedup    zset    dedup keys; score = expiry (dedup_until)
     comet:{S}:counts   hash    queued, retrying, delivered, dead: kept by the scripts
     comet:{S}:migrated hash    marks of events moved in by `relay.store.migrate`
 
 A queued event is in exactly one of: a ready set (plus readyat), wait, or leased. A delivered
-event keeps only its `done` entry (its body is dropped at once: Redis memory is RAM).
+event is only counted, per second of delivery (Redis memory is RAM: a week of delivered events
+costs at most 604,800 small entries, however busy the shop), and `prune` deletes the seconds
+wholly before `delivered_before`: an event delivered in the second that holds the cutoff is
+pruned by the next run.
 
-Scripts: every per-Space script gets the twelve keys above, in that order, as KEYS, and
+Scripts: every per-Space script gets the thirteen keys above, in that order, as KEYS, and
 touches no other key, so a Space's script runs in its slot on a Cluster. What each uses:
 
     enqueue       seq ev ready:* readyat dedup counts   dedup and insert, in one script
     claim         ev ready:* readyat wait leased        promote due waits and expired leases,
                                                         then lease the first n: ready:0, ready:1
-    delivered     ev ready:* readyat wait leased dead done counts
+    delivered     ev ready:* readyat wait leased dead done done:n counts
     retry         ev ready:* readyat wait leased counts
     dead          ev ready:* readyat wait leased dead counts
     release       ev ready:* readyat leased
     replay        ev ready:* readyat dead counts
-    prune         done dedup counts                     one chunk per call
+    prune         done done:n dedup counts              one chunk per call
     next_due      readyat wait leased                   read only
     dead_letters  ev dead                               read only
     import        seq ev ready:* readyat wait dead dedup counts migrated
@@ -103,8 +107,8 @@ CHUNK = 1000  # events or keys per prune/replay script, so no script holds Redis
 PROMOTE = 1000  # due retries and expired leases made claimable per claim, at most
 BUCKETS = ("queued", "retrying", "delivered", "dead")
 SPACE_KEYS = (
-    "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "dedup",
-    "counts", "migrated",
+    "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "done:n",
+    "dedup", "counts", "migrated",
 )  # fmt: skip
 EVENT_HEAD = struct.Struct("<dddBH")  # an enqueued event's numbers; see ENQUEUE
 LENGTH = struct.Struct("<I")
@@ -112,8 +116,9 @@ IMPORT_FIELDS = 12  # ARGV entries per event of the import script
 
 # Shared by every per-Space script: names for KEYS and the moves between the sets.
 PRELUDE = """
-local K_SEQ, K_EV, K_READY0, K_READY1, K_READYAT, K_WAIT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local K_LEASED, K_DEAD, K_DONE, K_DEDUP, K_COUNTS, K_MIGRATED = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local K_SEQ, K_EV, K_READY0, K_READY1, K_READYAT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_WAIT, K_LEASED, K_DEAD, K_DONE, K_DONE_N = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_DEDUP, K_COUNTS, K_MIGRATED = KEYS[11], KEYS[12], KEYS[13]
 
 local function load(seq)
   local raw = redis.call('HGET', K_EV, seq)
@@ -259,11 +264,15 @@ for i = 2, #ARGV do
       count('dead', -1)
     end
     redis.call('HDEL', K_EV, seq)
-    redis.call('ZADD', K_DONE, ARGV[1], seq)
     done = done + 1
   end
 end
-count('delivered', done)
+if done > 0 then
+  local second = math.floor(tonumber(ARGV[1]))
+  redis.call('HINCRBY', K_DONE_N, second, done)
+  redis.call('ZADD', K_DONE, second, second)
+  count('delivered', done)
+end
 return done
 """
 
@@ -330,14 +339,22 @@ end
 return replayed
 """
 
-# ARGV: delivered_before, now, chunk. Returns {events deleted, dedup keys deleted}.
+# ARGV: delivered_before, now, chunk. Returns {events deleted, seconds deleted, dedup keys
+# deleted}. A second s holds deliveries in [s, s + 1): it goes when s + 1 <= delivered_before.
 PRUNE = """
-local old = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[3])
-if #old > 0 then redis.call('ZREM', K_DONE, unpack(old)) end
-count('delivered', -#old)
+local old = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', num(tonumber(ARGV[1]) - 1), 'LIMIT', 0, ARGV[3])
+local events = 0
+for _, second in ipairs(old) do
+  events = events + (tonumber(redis.call('HGET', K_DONE_N, second)) or 0)
+end
+if #old > 0 then
+  redis.call('ZREM', K_DONE, unpack(old))
+  redis.call('HDEL', K_DONE_N, unpack(old))
+end
+count('delivered', -events)
 local expired = redis.call('ZRANGEBYSCORE', K_DEDUP, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
 if #expired > 0 then redis.call('ZREM', K_DEDUP, unpack(expired)) end
-return {#old, #expired}
+return {events, #old, #expired}
 """
 
 NEXT_DUE = """
@@ -457,7 +474,7 @@ class RedisOutbox:
 
     `url` is a redis:// or rediss:// URL (password, database number and query options as
     redis-py reads them). `prefix` starts every key name, so several relays' data can share
-    one Redis. One RedisOutbox may be used from successive event loops (the CLI does).
+    one Redis. Start, use and close it in one event loop (see `RedisLink`).
     """
 
     def __init__(
@@ -471,8 +488,6 @@ class RedisOutbox:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self.socket_timeout = socket_timeout
-        self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self.registry = f"{prefix}:spaces"
         self.link = RedisLink(
@@ -597,7 +612,7 @@ class RedisOutbox:
         ]
 
     async def delivered(self, ids: Sequence[int], now: float) -> None:
-        """See `Outbox.delivered`; an event's body is dropped at once, its count kept."""
+        """See `Outbox.delivered`; the event is dropped at once, only counted until pruned."""
         await self._each_space("delivered", ids, [_arg(now)])
 
     async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
@@ -633,15 +648,16 @@ class RedisOutbox:
     # upkeep and reading -------------------------------------------------------------------
 
     async def prune(self, delivered_before: float, now: float) -> int:
-        """See `Outbox.prune`; CHUNK events and CHUNK dedup keys per script."""
+        """See `Outbox.prune`, to the second (see the module docstring); CHUNK seconds of
+        deliveries and CHUNK dedup keys per script."""
         total = 0
         for space in await self._spaces():
             while True:
-                events, keys = await self._call(
+                events, seconds, keys = await self._call(
                     "prune", space, [_arg(delivered_before), _arg(now), CHUNK]
                 )
                 total += int(events)
-                if int(events) < CHUNK and int(keys) < CHUNK:
+                if int(seconds) < CHUNK and int(keys) < CHUNK:
                     break
         return total
 
