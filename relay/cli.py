@@ -1,4 +1,4 @@
-"""The `comet-relay` command: serve, keys, check, outbox.
+"""The `comet-relay` command: serve, forward, keys, check, outbox.
 
 Each command parses its options and calls into the package; the work lives elsewhere. This is
 the one module that reads the process environment, and it hands it on as a mapping.
@@ -7,22 +7,30 @@ the one module that reads the process environment, and it hands it on as a mappi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 
 from relay import keys as api_keys
 from relay import settings as config
-from relay.errors import ConfigError
+from relay.errors import ConfigError, Unavailable
 from relay.settings import Settings
-from relay.store import OutboxStats, open_outbox
+from relay.store import Outbox, OutboxStats, open_outbox
+from relay.store.base import Change, ChangeFeed, DeadEvent, follow
 
 TRACK_PATH = "/public-api/v1/events/track"
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+log = logging.getLogger("relay.cli")
 
 
 def config_option(required: bool) -> Callable[[F], F]:
@@ -62,7 +70,12 @@ def _load(config_path: str) -> Settings:
 @config_option(required=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-def serve(config_path: str | None, host: str, port: int) -> None:
+@click.option(
+    "--no-forward",
+    is_flag=True,
+    help="Only accept events; leave delivery to `comet-relay forward` processes.",
+)
+def serve(config_path: str | None, host: str, port: int, no_forward: bool) -> None:
     """Run the relay. Without a config: the embedded default in ./comet-data (RELAY_DATA_DIR)."""
     if config_path:
         settings = _load(config_path)
@@ -78,7 +91,7 @@ def serve(config_path: str | None, host: str, port: int) -> None:
     from relay.app import create_app  # imported late: `check` and `keys` need no web stack
 
     with config_errors():
-        app = create_app(settings)
+        app = create_app(settings, forward=not no_forward)
     uvicorn.run(
         app,
         host=host,
@@ -119,6 +132,66 @@ def _reachable(host: str) -> str:
     """The address a local curl should use to reach a server listening on `host`."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return f"[{host}]" if ":" in host else host
+
+
+def seconds_option(name: str, default: float, minimum: float, help: str) -> Callable[[F], F]:
+    """An option holding a number of seconds, at least `minimum`."""
+    return click.option(
+        name,
+        default=default,
+        show_default=True,
+        type=click.FloatRange(min=minimum),
+        metavar="SECONDS",
+        help=help,
+    )
+
+
+@main.command()
+@config_option(required=True)
+@seconds_option(
+    "--shutdown-timeout", 10.0, 0.0, "On SIGTERM or SIGINT, how long requests in flight may take."
+)
+def forward(config_path: str, shutdown_timeout: float) -> None:
+    """Run only the forwarder, without the HTTP server, until SIGTERM or SIGINT.
+
+    Several forward processes may share one SQLite file (and `serve --no-forward`): each event
+    is sent once, at least once around a crash. Each process paces a Space at its full
+    upstream_rate_per_minute on its own.
+    """
+    settings = _load(config_path)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    with outbox_errors():
+        asyncio.run(run_forwarder(settings, shutdown_timeout))
+
+
+async def run_forwarder(settings: Settings, shutdown_timeout: float) -> None:
+    """Forward until SIGTERM or SIGINT, then shut down within a bound.
+
+    On the signal the forwarder stops claiming, requests in flight get `shutdown_timeout`
+    seconds to finish (the rest are cancelled), every lease is released and the outbox closed.
+    """
+    from relay.forwarder import forwarding  # imported late: only this command needs httpx
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    outbox = open_outbox(settings.database)
+    await outbox.start()
+    try:
+        async with forwarding(settings, outbox, shutdown_timeout=shutdown_timeout) as forwarder:
+            spaces = ", ".join(sorted(forwarder.states)) or "none: no active Space has an upstream"
+            log.info("forwarding from %s; Spaces: %s", settings.database, spaces)
+            await stop.wait()
+            log.info("stopping: no new claims; requests in flight get %g s", shutdown_timeout)
+        for space_id, state in sorted(forwarder.states.items()):
+            log.info("Space %s: %d event(s) delivered by this process", space_id, state.sent)
+    finally:
+        await outbox.close()
+    log.info("stopped")
 
 
 @main.group("keys")
@@ -167,32 +240,51 @@ def outbox() -> None:
     """The queue of accepted events."""
 
 
+@contextmanager
+def outbox_errors() -> Iterator[None]:
+    """Turn an unreachable or unsupported outbox into a one-line error and exit status 1."""
+    try:
+        yield
+    except (NotImplementedError, Unavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def outbox_exists(settings: Settings) -> bool:
+    """False for a SQLite file that is not there: opening it would create an empty outbox."""
+    return "://" in settings.database or os.path.exists(settings.database)
+
+
+def with_outbox(database: str, work: Callable[[Outbox], Awaitable[T]]) -> T:
+    """Run `work` on the outbox at `database`, opened for it and closed again."""
+
+    async def run() -> T:
+        store = open_outbox(database)
+        await store.start()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    with outbox_errors():
+        return asyncio.run(run())
+
+
+def _no_outbox(settings: Settings) -> str:
+    return f"no outbox at {settings.database} yet: the relay has not run"
+
+
 @outbox.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @config_option(required=True)
 def outbox_stats(as_json: bool, config_path: str) -> None:
     """Count the events queued, retrying, delivered and dead, in total and per Space."""
     settings = _load(config_path)
-    if "://" not in settings.database and not os.path.exists(settings.database):
-        # Opening it would create an empty outbox where none was; say so instead.
-        click.echo(f"no outbox at {settings.database} yet: the relay has not run", err=True)
-        stats = OutboxStats()
+    if outbox_exists(settings):
+        stats = with_outbox(settings.database, lambda store: store.stats())
     else:
-        try:
-            stats = asyncio.run(read_stats(settings.database))
-        except NotImplementedError as exc:
-            raise click.ClickException(str(exc)) from None
+        click.echo(_no_outbox(settings), err=True)
+        stats = OutboxStats()
     click.echo(json.dumps(stats.as_dict()) if as_json else format_stats(stats))
-
-
-async def read_stats(database: str) -> OutboxStats:
-    """The outbox's counts; the outbox is opened for this and closed again."""
-    store = open_outbox(database)
-    await store.start()
-    try:
-        return await store.stats()
-    finally:
-        await store.close()
 
 
 def format_stats(stats: OutboxStats) -> str:
@@ -204,6 +296,111 @@ def format_stats(stats: OutboxStats) -> str:
     for space, counts in sorted(stats.spaces.items()):
         lines.append(f"  {space}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines)
+
+
+@outbox.command("dead")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(min=1))
+@config_option(required=True)
+def outbox_dead(as_json: bool, limit: int, config_path: str) -> None:
+    """List the dead events, oldest first, with the upstream's last answer."""
+    settings = _load(config_path)
+    dead: list[DeadEvent] = []
+    if outbox_exists(settings):
+        dead = with_outbox(settings.database, lambda store: store.dead_letters(limit + 1))
+    else:
+        click.echo(_no_outbox(settings), err=True)
+    more, dead = len(dead) > limit, dead[:limit]
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(d) for d in dead], indent=2))
+    else:
+        click.echo(format_dead(dead))
+    if more:
+        click.echo(f"(the oldest {limit} only; there are more, see --limit)", err=True)
+
+
+DEAD_COLUMNS = ("ID", "SPACE", "EVENT", "IDEMPOTENCY KEY", "ATTEMPTS", "STATUS", "MESSAGE")
+
+
+def format_dead(dead: Sequence[DeadEvent]) -> str:
+    """Dead events as a table with a header; the message column is last and not cut."""
+    if not dead:
+        return "no dead events"
+    rows = [DEAD_COLUMNS] + [
+        (
+            str(d.id),
+            d.space,
+            d.event_name,
+            d.idempotency_key,
+            str(d.attempts),
+            "-" if d.last_status is None else str(d.last_status),
+            " ".join(d.last_message.split()),
+        )
+        for d in dead
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(DEAD_COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows
+    )
+
+
+@outbox.command("replay")
+@click.option("--all", "replay_all", is_flag=True, help="Every dead event.")
+@click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
+@config_option(required=True)
+def outbox_replay(replay_all: bool, ids: tuple[int, ...], config_path: str) -> None:
+    """Put dead events (IDs from `outbox dead`, or --all) back into the queue."""
+    if replay_all == bool(ids):
+        raise click.UsageError("give either --all or the IDs of dead events, not both")
+    settings = _load(config_path)
+    if not outbox_exists(settings):
+        raise click.ClickException(_no_outbox(settings))
+    chosen = None if replay_all else list(ids)
+    n = with_outbox(settings.database, lambda store: store.replay(chosen, time.time()))
+    click.echo(f"replayed {n} dead event(s)")
+    if chosen is not None and n < len(set(chosen)):
+        click.echo(f"{len(set(chosen)) - n} of the IDs given were not dead events", err=True)
+
+
+@outbox.command("tail")
+@config_option(required=False)
+@seconds_option("--interval", 1.0, 0.01, "How often to look for new steps while there are none.")
+def outbox_tail(config_path: str | None, interval: float) -> None:
+    """Follow events as they are accepted, retried, delivered or dead, one line each.
+
+    Without --config: the embedded default's relay.toml in ./comet-data (RELAY_DATA_DIR).
+    Runs until Ctrl-C.
+    """
+    if config_path is None:
+        config_path = os.path.join(config.default_data_dir(os.environ), config.CONFIG_NAME)
+    settings = _load(config_path)
+    if not outbox_exists(settings):
+        raise click.ClickException(_no_outbox(settings))
+
+    async def tail(store: Outbox) -> None:
+        if not isinstance(store, ChangeFeed):
+            raise click.ClickException(f"{type(store).__name__} cannot be followed yet")
+        click.echo(f"following {settings.database} (Ctrl-C to stop)", err=True)
+        async for change in follow(store, interval):
+            click.echo(format_change(change))
+
+    try:
+        with_outbox(settings.database, tail)
+    except KeyboardInterrupt:
+        pass
+
+
+def format_change(change: Change) -> str:
+    """One line of `outbox tail`: time (UTC), Space, event, key, state, then the attempts."""
+    when = datetime.fromtimestamp(change.at, UTC).isoformat(timespec="milliseconds")
+    line = f"{when[:23]}Z  {change.space:<12} {change.event_name:<20} {change.idempotency_key}"
+    line += f"  {change.state}"
+    if change.state != "accepted":
+        line += f" attempts={change.attempts}"
+    if change.last_status is not None or change.last_message:
+        status = "-" if change.last_status is None else change.last_status
+        line += f" last={status} {' '.join(change.last_message.split())}".rstrip()
+    return line
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ tests control the clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 PRIORITY_CONVERSION = 0
 PRIORITY_PAGE_VIEW = 1
@@ -82,6 +83,37 @@ class OutboxStats:
             "dead": self.dead,
             "spaces": self.spaces,
         }
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step in an event's life, as `ChangeFeed.changes` reports it.
+
+    `state` is "accepted" (queued by enqueue), "retrying" (an attempt failed, it is due again),
+    "delivered", "dead" or "replayed" (back from the dead letters). `attempts` is how many
+    times the event was sent up to and including this step; `last_status` and `last_message`
+    are the upstream's last refusal as it was then (none for "delivered"); `at` is the
+    writer's `now` (for "accepted", the event's `received_at`).
+    """
+
+    at: float
+    id: int
+    space: str
+    event_name: str
+    idempotency_key: str
+    state: str
+    attempts: int = 0
+    last_status: int | None = None
+    last_message: str = ""
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """Steps that followed a cursor (acceptances, then later steps; each kind in commit order)
+    and the cursor to continue from."""
+
+    changes: list[Change]
+    cursor: str  # opaque; only meaningful to the outbox that made it
 
 
 class Outbox(Protocol):
@@ -162,3 +194,44 @@ class Outbox(Protocol):
     async def stats(self) -> OutboxStats:
         """Current counts; cheap enough to call on every health check."""
         ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """An outbox that can report what happens to its events, as `outbox tail` shows it.
+
+    Kept apart from `Outbox` so that a backend can be used before it can be followed;
+    `isinstance(outbox, ChangeFeed)` tells.
+    """
+
+    async def changes(self, after: str | None, limit: int = 1000) -> ChangePage:
+        """The steps events took after the cursor `after`, for followers such as `outbox tail`.
+
+        `after=None` starts at the present: the page is empty and its cursor is where a
+        follower begins. Otherwise the page holds up to `limit` acceptances and up to `limit`
+        later steps, each exactly once across successive calls, and an event's acceptance
+        never comes after its later steps. Steps committed by other processes are included.
+        Steps of events pruned meanwhile are skipped; a backend keeps later steps for at
+        least an hour, so a follower further behind than that misses some.
+        """
+        ...
+
+
+async def follow(
+    outbox: ChangeFeed,
+    interval: float = 1.0,
+    *,
+    after: str | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> AsyncIterator[Change]:
+    """Every step from now on (or after the cursor `after`) as it happens, until cancelled.
+
+    Polls `outbox.changes`; waits `interval` seconds between polls that find nothing new.
+    """
+    page = await outbox.changes(after)
+    while True:
+        for change in page.changes:
+            yield change
+        if not page.changes:
+            await sleep(interval)
+        page = await outbox.changes(page.cursor)

@@ -5,7 +5,7 @@ all the jobs waiting, runs them in one transaction (a savepoint each, so one fai
 not undo the others) and commits once, so many concurrent requests share one fsync. A job's
 caller is answered only after that commit; if the commit fails, every job of the group fails.
 
-Reads (stats, next_due, dead_letters) use a second connection and never wait for the write
+Reads (stats, next_due, dead_letters, changes) use a second connection and never wait for the write
 lock. Other processes (a separate forwarder, the CLI) may open the same file at the same time.
 """
 
@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import Unavailable
-from relay.store.base import Claimed, DeadEvent, NewEvent, OutboxStats
+from relay.store.base import Change, ChangePage, Claimed, DeadEvent, NewEvent, OutboxStats
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-PRUNE_CHUNK = 1000
-KEYS_PER_QUERY = 500  # dedup keys looked up per SELECT, well under SQLite's variable limit  # rows per transaction, so pruning never holds the write lock for long
+SCHEMA_VERSION = 2  # 2: outbox.changed_at and the outbox_steps log (for `outbox tail`)
+PRUNE_CHUNK = 1000  # rows per transaction, so pruning never holds the write lock for long
+KEYS_PER_QUERY = 500  # dedup keys looked up per SELECT, well under SQLite's variable limit
+STEPS_KEPT_SECONDS = 3600.0  # how long the step log behind `changes` keeps a step
 BUCKETS = ("queued", "retrying", "delivered", "dead")
 
 
@@ -62,7 +63,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at REAL,
     died_at REAL,
     last_status INTEGER,
-    last_message TEXT
+    last_message TEXT,
+    changed_at REAL  -- `now` of the last step after the insert; NULL until then
 );
 -- Claim order. Index entries sort by (space, priority, id), so claim reads the first due
 -- entries without sorting; the trailing columns let it skip leased or not-yet-due entries
@@ -101,6 +103,33 @@ BEGIN
     {_count("old", "-")}
     {_count("new", "+")}
 END;
+
+-- Every step after the insert (retrying, delivered, dead, replayed), in commit order, for
+-- `changes`. Acceptances need no row here: outbox ids are already in commit order, so the
+-- enqueue does no extra work. AUTOINCREMENT: a seq is never reused, even after pruning.
+CREATE TABLE IF NOT EXISTS outbox_steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    at REAL,
+    attempts INTEGER NOT NULL,
+    last_status INTEGER,
+    last_message TEXT
+);
+CREATE TRIGGER IF NOT EXISTS outbox_steps_log AFTER UPDATE OF status, attempts ON outbox
+    WHEN old.status IS NOT new.status OR old.attempts IS NOT new.attempts
+BEGIN
+    INSERT INTO outbox_steps (event_id, state, at, attempts, last_status, last_message)
+    VALUES (
+        new.id,
+        CASE WHEN new.status != 'queued' THEN new.status
+             WHEN old.status = 'dead' THEN 'replayed' ELSE 'retrying' END,
+        new.changed_at,
+        new.attempts + (new.status = 'delivered'),  -- delivered() counts no attempt itself
+        CASE WHEN new.status = 'delivered' THEN NULL ELSE new.last_status END,
+        CASE WHEN new.status = 'delivered' THEN NULL ELSE new.last_message END
+    );
+END;
 """
 
 CLAIM = """
@@ -110,6 +139,18 @@ WHERE space = ? AND status = 'queued' AND next_attempt_at <= ?
   AND (lease_until IS NULL OR lease_until <= ?)
 ORDER BY priority, id
 LIMIT ?
+"""
+
+# `changes`: both read a primary key from the cursor on, so following costs O(new rows).
+ACCEPTED_AFTER = """
+SELECT id, space, event_name, idempotency_key, received_at
+FROM outbox WHERE id > ? ORDER BY id LIMIT ?
+"""
+STEPS_AFTER = """
+SELECT s.seq, s.event_id, s.state, s.at, s.attempts, s.last_status, s.last_message,
+       o.space, o.event_name, o.idempotency_key
+FROM outbox_steps AS s LEFT JOIN outbox AS o ON o.id = s.event_id
+WHERE s.seq > ? ORDER BY s.seq LIMIT ?
 """
 
 
@@ -311,6 +352,11 @@ class SQLiteOutbox:
                     f"{self.path}: outbox schema {version} is newer than this relay's "
                     f"({SCHEMA_VERSION}); upgrade the relay."
                 )
+            if 0 < version < SCHEMA_VERSION:  # only pre-release files; there is no upgrade
+                raise Unavailable(
+                    f"{self.path}: outbox schema {version} was made by a development version "
+                    f"of the relay; deliver what it holds with that version, then remove it."
+                )
             conn.executescript(
                 f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
@@ -428,26 +474,26 @@ class SQLiteOutbox:
     async def delivered(self, ids: Sequence[int], now: float) -> None:
         """See `Outbox.delivered`."""
         await self._write_each(
-            "UPDATE outbox SET status = 'delivered', delivered_at = ?, lease_until = NULL"
-            " WHERE id = ? AND status != 'delivered'",
-            [(now, id_) for id_ in ids],
+            "UPDATE outbox SET status = 'delivered', delivered_at = ?, changed_at = ?,"
+            " lease_until = NULL WHERE id = ? AND status != 'delivered'",
+            [(now, now, id_) for id_ in ids],
         )
 
     async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
         """See `Outbox.retry`."""
         await self._write_each(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,"
-            " last_status = ?, last_message = ? WHERE id = ? AND status = 'queued'",
-            [(at, status, message, id)],
+            " last_status = ?, last_message = ?, changed_at = ? WHERE id = ? AND status = 'queued'",
+            [(at, status, message, now, id)],
         )
 
     async def dead(self, id: int, status: int | None, message: str, now: float) -> None:
         """See `Outbox.dead`."""
         await self._write_each(
             "UPDATE outbox SET status = 'dead', attempts = attempts + 1, died_at = ?,"
-            " lease_until = NULL, last_status = ?, last_message = ?"
+            " changed_at = ?, lease_until = NULL, last_status = ?, last_message = ?"
             " WHERE id = ? AND status = 'queued'",
-            [(now, status, message, id)],
+            [(now, now, status, message, id)],
         )
 
     async def release(self, ids: Sequence[int]) -> None:
@@ -460,12 +506,12 @@ class SQLiteOutbox:
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
         """See `Outbox.replay`; attempts and the last upstream answer are kept."""
         sql = (
-            "UPDATE outbox SET status = 'queued', next_attempt_at = ?, lease_until = NULL,"
-            " died_at = NULL WHERE status = 'dead'"
+            "UPDATE outbox SET status = 'queued', next_attempt_at = ?, changed_at = ?,"
+            " lease_until = NULL, died_at = NULL WHERE status = 'dead'"
         )
         if ids is None:
-            return await self._write_each(sql, [(now,)])
-        return await self._write_each(sql + " AND id = ?", [(now, id_) for id_ in ids])
+            return await self._write_each(sql, [(now, now)])
+        return await self._write_each(sql + " AND id = ?", [(now, now, id_) for id_ in ids])
 
     async def _write_each(self, sql: str, params: list[tuple[Any, ...]]) -> int:
         """Run `sql` once per parameter tuple in one job; returns the rows changed."""
@@ -474,7 +520,10 @@ class SQLiteOutbox:
         return await self._write(lambda conn: conn.executemany(sql, params).rowcount)
 
     async def prune(self, delivered_before: float, now: float) -> int:
-        """See `Outbox.prune`; deletes in chunks of PRUNE_CHUNK rows, one transaction each."""
+        """See `Outbox.prune`; deletes in chunks of PRUNE_CHUNK rows, one transaction each.
+
+        Also drops the steps logged for `changes` more than STEPS_KEPT_SECONDS before `now`.
+        """
         events = await self._delete_in_chunks(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
             " WHERE status = 'delivered' AND delivered_at < ? LIMIT ?)",
@@ -484,6 +533,13 @@ class SQLiteOutbox:
             "DELETE FROM dedup WHERE (space, key) IN (SELECT space, key FROM dedup"
             " WHERE expires_at <= ? LIMIT ?)",
             now,
+        )
+        # Oldest first, one chunk at a time, stopping at the first chunk that is not all old:
+        # bounded work without an index on `at` (steps are logged roughly in time order).
+        await self._delete_in_chunks(
+            "DELETE FROM outbox_steps WHERE at < ? AND seq IN (SELECT seq FROM outbox_steps"
+            " ORDER BY seq LIMIT ?)",
+            now - STEPS_KEPT_SECONDS,
         )
         return events
 
@@ -557,6 +613,51 @@ class SQLiteOutbox:
             return stats
 
         return await self._read(work)
+
+    async def changes(self, after: str | None, limit: int = 1000) -> ChangePage:
+        """See `Outbox.changes`; the cursor is "<last outbox id>-<last step seq>"."""
+        if after is None:
+            return await self._read(_present)
+        accepted_after, steps_after = _parse_cursor(after)
+        return await self._read(lambda conn: _changes(conn, accepted_after, steps_after, limit))
+
+
+def _present(conn: sqlite3.Connection) -> ChangePage:
+    (last_id,) = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+    (last_seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox_steps").fetchone()
+    return ChangePage([], f"{last_id}-{last_seq}")
+
+
+def _parse_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        accepted, steps = (int(part) for part in cursor.split("-"))
+    except ValueError:
+        raise ValueError(f"not a cursor of the SQLite outbox: {cursor!r}") from None
+    return accepted, steps
+
+
+def _changes(
+    conn: sqlite3.Connection, accepted_after: int, steps_after: int, limit: int
+) -> ChangePage:
+    """One page of `changes`, read in one snapshot: the acceptances, then the later steps."""
+    out = [
+        Change(at, id_, space, name, key, "accepted")
+        for id_, space, name, key, at in conn.execute(ACCEPTED_AFTER, (accepted_after, limit))
+    ]
+    if out:
+        accepted_after = out[-1].id
+    held_back = len(out) == limit  # more acceptances wait: their steps must wait too
+    steps = conn.execute(STEPS_AFTER, (steps_after, limit))
+    for seq, event_id, state, at, attempts, status, message, space, name, key in steps:
+        if held_back and event_id > accepted_after:
+            break
+        steps_after = seq
+        if space is None:  # the event was pruned meanwhile
+            continue
+        out.append(
+            Change(at or 0.0, event_id, space, name, key, state, attempts, status, message or "")
+        )
+    return ChangePage(out, f"{accepted_after}-{steps_after}")
 
 
 _Pending = tuple[list[NewEvent], float, "asyncio.Future[list[bool]]"]
