@@ -20,30 +20,32 @@ Keys of Space S (the `{S}` hash tag keeps them in one Redis Cluster slot):
     comet:{S}:wait     zset    queued, unleased events due later (retries); score = due time
     comet:{S}:leased   zset    claimed events; score = lease expiry
     comet:{S}:dead     zset    dead letters; score = seq
-    comet:{S}:done     zset    seconds in which events were delivered; score = the second
-    comet:{S}:done:n   hash    second -> how many events were delivered in it
+    comet:{S}:done     zset    events delivered in the last minute; score = delivered_at
+    comet:{S}:done:s   zset    earlier seconds in which events were delivered; score = second
+    comet:{S}:done:n   hash    such a second -> how many events were delivered in it
     comet:{S}:dedup    zset    dedup keys; score = expiry (dedup_until)
     comet:{S}:counts   hash    queued, retrying, delivered, dead: kept by the scripts
     comet:{S}:migrated hash    marks of events moved in by `relay.store.migrate`
 
 A queued event is in exactly one of: a ready set (plus readyat), wait, or leased. A delivered
-event is only counted, per second of delivery (Redis memory is RAM: a week of delivered events
-costs at most 604,800 small entries, however busy the shop), and `prune` deletes the seconds
-wholly before `delivered_before`: an event delivered in the second that holds the cutoff is
-pruned by the next run.
+event is dropped at once (Redis memory is RAM) and only counted until pruned: in `done` for a
+minute, then (moved by later deliveries and by prune) in its second's count, so a week of
+retention costs at most 604,800 small entries, however busy the shop. `prune` is exact for
+events delivered in the minute before; older ones go by whole seconds (a second holding the
+cutoff waits for the next prune).
 
-Scripts: every per-Space script gets the thirteen keys above, in that order, as KEYS, and
+Scripts: every per-Space script gets the fifteen keys above, in that order, as KEYS, and
 touches no other key, so a Space's script runs in its slot on a Cluster. What each uses:
 
     enqueue       seq ev ready:* readyat dedup counts   dedup and insert, in one script
     claim         ev ready:* readyat wait leased        promote due waits and expired leases,
                                                         then lease the first n: ready:0, ready:1
-    delivered     ev ready:* readyat wait leased dead done done:n counts
+    delivered     ev ready:* readyat wait leased dead done done:s done:n counts log
     retry         ev ready:* readyat wait leased counts
     dead          ev ready:* readyat wait leased dead counts
     release       ev ready:* readyat leased
     replay        ev ready:* readyat dead counts
-    prune         done done:n dedup counts              one chunk per call
+    prune         done done:s done:n dedup counts       one chunk per call
     next_due      readyat wait leased                   read only
     dead_letters  ev dead                               read only
     import        seq ev ready:* readyat wait dead dedup counts migrated
@@ -76,6 +78,7 @@ URL query parameters such as `?socket_timeout=2` override it) or a script error 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
 from collections import defaultdict
@@ -91,6 +94,8 @@ from relay.redis_link import number as _arg
 from relay.store.base import (
     PRIORITY_CONVERSION,
     PRIORITY_PAGE_VIEW,
+    Change,
+    ChangePage,
     Claimed,
     DeadEvent,
     NewEvent,
@@ -107,18 +112,23 @@ CHUNK = 1000  # events or keys per prune/replay script, so no script holds Redis
 PROMOTE = 1000  # due retries and expired leases made claimable per claim, at most
 BUCKETS = ("queued", "retrying", "delivered", "dead")
 SPACE_KEYS = (
-    "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "done:n",
-    "dedup", "counts", "migrated",
+    "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "done:s",
+    "done:n", "dedup", "counts", "migrated", "log",
 )  # fmt: skip
 EVENT_HEAD = struct.Struct("<dddBH")  # an enqueued event's numbers; see ENQUEUE
 LENGTH = struct.Struct("<I")
 IMPORT_FIELDS = 12  # ARGV entries per event of the import script
+EXACT_SECONDS = 60  # deliveries are kept one by one this long, then counted per second
+LOG_SECONDS = 3600  # how long the step log behind `changes` keeps a step, at least
+LOG_FIELDS = 10  # items per log entry in the changes script's answer
 
 # Shared by every per-Space script: names for KEYS and the moves between the sets.
-PRELUDE = """
+PRELUDE = f"""
+local LOG_SECONDS = {LOG_SECONDS}
+local EXACT_SECONDS = {EXACT_SECONDS}
 local K_SEQ, K_EV, K_READY0, K_READY1, K_READYAT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local K_WAIT, K_LEASED, K_DEAD, K_DONE, K_DONE_N = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local K_DEDUP, K_COUNTS, K_MIGRATED = KEYS[11], KEYS[12], KEYS[13]
+local K_WAIT, K_LEASED, K_DEAD, K_DONE, K_DONE_S = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local K_DONE_N, K_DEDUP, K_COUNTS, K_MIGRATED, K_LOG = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 
 local function load(seq)
   local raw = redis.call('HGET', K_EV, seq)
@@ -161,6 +171,30 @@ end
 local function num(x)
   return string.format('%.17g', x)
 end
+
+-- Deliveries older than EXACT_SECONDS before `now` become counts per second, up to `limit`
+-- of them. Returns how many were moved.
+local function roll_up(now, limit)
+  local old = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', '(' .. num(now - EXACT_SECONDS),
+                         'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #old, 2 do
+    local second = math.floor(tonumber(old[i + 1]))
+    redis.call('HINCRBY', K_DONE_N, second, 1)
+    redis.call('ZADD', K_DONE_S, second, second)
+    redis.call('ZREM', K_DONE, old[i])
+  end
+  return #old / 2
+end
+
+-- One step of an event for `changes`; the log keeps LOG_SECONDS of steps (by Redis's clock).
+local log_since = nil
+local function log(seq, e, state, at, attempts, status, message)
+  if log_since == nil then
+    log_since = (tonumber(redis.call('TIME')[1]) - LOG_SECONDS) * 1000
+  end
+  redis.call('XADD', K_LOG, 'MINID', '~', log_since, '*', 'e', seq, 's', state, 't', num(at),
+             'n', e.n, 'k', e.k, 'a', attempts, 'c', status or '', 'm', message or '')
+end
 """
 
 # ARGV[1]: the events, packed by `_Batch` (one argument: far cheaper to send than nine per
@@ -196,6 +230,7 @@ while pos <= #blob do
     local e = {p = priority, n = name, k = key, b = payload, r = received, t = now, a = 0, s = 'q'}
     save(seq, e)
     make_ready(seq, e)
+    log(seq, e, 'accepted', received, 0)
     queued = queued + 1
     out[#out + 1] = '1'
   end
@@ -264,19 +299,19 @@ for i = 2, #ARGV do
       count('dead', -1)
     end
     redis.call('HDEL', K_EV, seq)
+    redis.call('ZADD', K_DONE, ARGV[1], seq)
+    log(seq, e, 'delivered', tonumber(ARGV[1]), e.a + 1)
     done = done + 1
   end
 end
 if done > 0 then
-  local second = math.floor(tonumber(ARGV[1]))
-  redis.call('HINCRBY', K_DONE_N, second, done)
-  redis.call('ZADD', K_DONE, second, second)
   count('delivered', done)
+  roll_up(tonumber(ARGV[1]), 2 * done)  -- twice what came in: `done` stays about a minute
 end
 return done
 """
 
-# ARGV: seq, at, status ('' for none), message.
+# ARGV: seq, at, status ('' for none), message, now.
 RETRY = """
 local seq = ARGV[1]
 local e = load(seq)
@@ -286,6 +321,7 @@ if e.a == 0 then count('retrying', 1) end
 e.a, e.t, e.ls, e.lm = e.a + 1, tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 save(seq, e)
 redis.call('ZADD', K_WAIT, ARGV[2], seq)
+log(seq, e, 'retrying', tonumber(ARGV[5]), e.a, e.ls, e.lm)
 return 1
 """
 
@@ -299,6 +335,7 @@ count_queued(e, -1)
 e.a, e.s, e.ls, e.lm, e.x = e.a + 1, 'd', tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 save(seq, e)
 redis.call('ZADD', K_DEAD, seq, seq)
+log(seq, e, 'dead', e.x, e.a, e.ls, e.lm)
 count('dead', 1)
 return 1
 """
@@ -326,6 +363,7 @@ local function replay(seq)
   e.s, e.t, e.x = 'q', now, nil
   save(seq, e)
   make_ready(seq, e)
+  log(seq, e, 'replayed', now, e.a, e.ls, e.lm)
   count('dead', -1)
   count_queued(e, 1)
   replayed = replayed + 1
@@ -339,22 +377,30 @@ end
 return replayed
 """
 
-# ARGV: delivered_before, now, chunk. Returns {events deleted, seconds deleted, dedup keys
-# deleted}. A second s holds deliveries in [s, s + 1): it goes when s + 1 <= delivered_before.
+# ARGV: delivered_before, now, chunk. Returns {events deleted, entries handled (go on while
+# any kind reached `chunk`), dedup keys deleted}. A second s holds deliveries in [s, s + 1):
+# its count goes when s + 1 <= delivered_before.
 PRUNE = """
-local old = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', num(tonumber(ARGV[1]) - 1), 'LIMIT', 0, ARGV[3])
-local events = 0
-for _, second in ipairs(old) do
+local cutoff, chunk = tonumber(ARGV[1]), tonumber(ARGV[3])
+local moved = roll_up(tonumber(ARGV[2]), chunk)
+local exact = redis.call('ZRANGEBYSCORE', K_DONE, '-inf', '(' .. ARGV[1], 'LIMIT', 0, chunk)
+if #exact > 0 then redis.call('ZREM', K_DONE, unpack(exact)) end
+local seconds = redis.call('ZRANGEBYSCORE', K_DONE_S, '-inf', num(cutoff - 1), 'LIMIT', 0, chunk)
+local events = #exact
+for _, second in ipairs(seconds) do
   events = events + (tonumber(redis.call('HGET', K_DONE_N, second)) or 0)
 end
-if #old > 0 then
-  redis.call('ZREM', K_DONE, unpack(old))
-  redis.call('HDEL', K_DONE_N, unpack(old))
+if #seconds > 0 then
+  redis.call('ZREM', K_DONE_S, unpack(seconds))
+  redis.call('HDEL', K_DONE_N, unpack(seconds))
 end
 count('delivered', -events)
-local expired = redis.call('ZRANGEBYSCORE', K_DEDUP, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+if cutoff > (tonumber(redis.call('HGET', K_COUNTS, 'pruned_before')) or -math.huge) then
+  redis.call('HSET', K_COUNTS, 'pruned_before', num(cutoff))
+end
+local expired = redis.call('ZRANGEBYSCORE', K_DEDUP, '-inf', ARGV[2], 'LIMIT', 0, chunk)
 if #expired > 0 then redis.call('ZREM', K_DEDUP, unpack(expired)) end
-return {events, #old, #expired}
+return {events, math.max(moved, #exact, #seconds), #expired}
 """
 
 NEXT_DUE = """
@@ -385,6 +431,29 @@ for _, seq in ipairs(redis.call('ZRANGE', K_DEAD, 0, tonumber(ARGV[1]) - 1)) do
     out[#out + 1] = num(e.r)
     out[#out + 1] = num(e.x)
   end
+end
+return out
+"""
+
+# ARGV: after (a log entry id), count. Returns, per log entry after `after`: its id, 1 if the
+# event was pruned (its delivery, among the entries read, came before a prune's cutoff) or
+# else 0, then seq, state, at, name, key, attempts, last status, last message.
+CHANGES = """
+local entries = redis.call('XRANGE', K_LOG, '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+local pruned_before = tonumber(redis.call('HGET', K_COUNTS, 'pruned_before')) or -math.huge
+local pruned = {}
+for _, entry in ipairs(entries) do
+  local f = entry[2]
+  if f[4] == 'delivered' and tonumber(f[6]) < pruned_before then
+    pruned[f[2]] = true
+  end
+end
+local out = {}
+for _, entry in ipairs(entries) do
+  local f = entry[2]
+  out[#out + 1] = entry[1]
+  out[#out + 1] = pruned[f[2]] and 1 or 0
+  for i = 2, #f, 2 do out[#out + 1] = f[i] end
 end
 return out
 """
@@ -449,6 +518,7 @@ SCRIPTS = {
         _space_script("next_due", NEXT_DUE),
         _space_script("dead_letters", DEAD_LETTERS),
         _space_script("import", IMPORT),
+        _space_script("changes", CHANGES),
         Script("register", REGISTER),
     ]
 }
@@ -618,7 +688,7 @@ class RedisOutbox:
     async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
         """See `Outbox.retry`."""
         for space, (seq,) in (await self._by_space([id])).items():
-            await self._call("retry", space, [seq, _arg(at), _arg(status), message])
+            await self._call("retry", space, [seq, _arg(at), _arg(status), message, _arg(now)])
 
     async def dead(self, id: int, status: int | None, message: str, now: float) -> None:
         """See `Outbox.dead`."""
@@ -648,16 +718,16 @@ class RedisOutbox:
     # upkeep and reading -------------------------------------------------------------------
 
     async def prune(self, delivered_before: float, now: float) -> int:
-        """See `Outbox.prune`, to the second (see the module docstring); CHUNK seconds of
-        deliveries and CHUNK dedup keys per script."""
+        """See `Outbox.prune`, exact for the last minute's deliveries and to the second before
+        (see the module docstring); CHUNK entries of each kind per script."""
         total = 0
         for space in await self._spaces():
             while True:
-                events, seconds, keys = await self._call(
+                events, handled, keys = await self._call(
                     "prune", space, [_arg(delivered_before), _arg(now), CHUNK]
                 )
                 total += int(events)
-                if int(seconds) < CHUNK and int(keys) < CHUNK:
+                if int(handled) < CHUNK and int(keys) < CHUNK:
                     break
         return total
 
@@ -691,6 +761,31 @@ class RedisOutbox:
                 for bucket, n in counts.items():
                     setattr(stats, bucket, getattr(stats, bucket) + n)
         return stats
+
+    # following: ChangeFeed --------------------------------------------------------------
+
+    async def changes(self, after: str | None, limit: int = 1000) -> ChangePage:
+        """See `ChangeFeed.changes`: each Space's step log, merged in Redis's commit order.
+
+        The cursor is JSON: each Space's last log entry read. Steps of an event that prune
+        has dropped are skipped when its delivery is among the entries read with them.
+        """
+        spaces = await self._spaces()
+        if after is None:
+            return ChangePage(
+                [], _cursor(await self.link.do(lambda r: _log_ends(r, self._logs(spaces))))
+            )
+        read = _parse_cursor(after)
+        calls = [(SCRIPTS["changes"], self._keys(s), [read.get(s, "0-0"), limit]) for s in spaces]
+        logs = {s: ok(result) for s, result in zip(spaces, await self.link.run(calls))}
+        page = _Page(read, limit, _horizon(logs, limit))
+        for space, flat, i in sorted(_entries(logs), key=lambda x: _entry_id(x[1][x[2]])):
+            if not page.take(space, flat[i : i + LOG_FIELDS], self._numbers[space]):
+                break
+        return page.done()
+
+    def _logs(self, spaces: list[str]) -> list[tuple[str, str]]:
+        return [(s, self._keys(s)[SPACE_KEYS.index("log")]) for s in spaces]
 
     # migration ----------------------------------------------------------------------------
 
@@ -750,6 +845,85 @@ class ImportedEvent:
             _arg(self.next_attempt_at), self.attempts, _arg(self.last_status),
             self.last_message, _arg(self.died_at),
         ]  # fmt: skip
+
+
+def _entry_id(raw: bytes | str) -> tuple[int, int]:
+    """A stream entry id ("ms-n") as a sortable pair."""
+    ms, _, n = _text(raw).partition("-")
+    return int(ms), int(n or 0)
+
+
+def _cursor(read: dict[str, str]) -> str:
+    return json.dumps(read, sort_keys=True, separators=(",", ":"))
+
+
+def _parse_cursor(cursor: str) -> dict[str, str]:
+    try:
+        read = json.loads(cursor)
+        if not isinstance(read, dict) or not all(isinstance(v, str) for v in read.values()):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"not a cursor of the Redis outbox: {cursor!r}") from None
+    return read
+
+
+async def _log_ends(client: aioredis.Redis, logs: list[tuple[str, str]]) -> dict[str, str]:
+    """Each Space's last log entry id ("0-0" for an empty log), in one pipeline."""
+    async with client.pipeline(transaction=False) as pipe:
+        for _, key in logs:
+            pipe.xrevrange(key, count=1)
+        lasts = await pipe.execute()
+    return {space: _text(last[0][0]) if last else "0-0" for (space, _), last in zip(logs, lasts)}
+
+
+def _entries(logs: dict[str, list[Any]]) -> Iterable[tuple[str, list[Any], int]]:
+    """(Space, its flat answer, where an entry starts) for every entry read."""
+    for space, flat in logs.items():
+        for i in range(0, len(flat), LOG_FIELDS):
+            yield space, flat, i
+
+
+def _horizon(logs: dict[str, list[Any]], limit: int) -> tuple[int, int] | None:
+    """The last entry id every Space was read up to: a Space that filled its `limit` may have
+    older entries waiting than another's, so no page goes past its last one read."""
+    full = [
+        _entry_id(flat[-LOG_FIELDS]) for flat in logs.values() if len(flat) >= limit * LOG_FIELDS
+    ]
+    return min(full) if full else None
+
+
+class _Page:
+    """A page of `changes` being filled in commit order: up to `limit` acceptances and up to
+    `limit` later steps, each Space's entries taken as a prefix, so the cursor skips none."""
+
+    def __init__(self, read: dict[str, str], limit: int, horizon: tuple[int, int] | None) -> None:
+        self.read = dict(read)
+        self.limit = limit
+        self.horizon = horizon
+        self.accepted: list[Change] = []
+        self.steps: list[Change] = []
+
+    def take(self, space: str, f: list[Any], number: int) -> bool:
+        """Add one log entry (unless its event was pruned); False when the page is full."""
+        entry_id, pruned, seq, state, at, name, key, attempts, status, message = f
+        if self.horizon is not None and _entry_id(entry_id) > self.horizon:
+            return False
+        state = _text(state)
+        kind = self.accepted if state == "accepted" else self.steps
+        if len(kind) >= self.limit:
+            return False
+        self.read[space] = _text(entry_id)
+        if not int(pruned):
+            kind.append(Change(
+                at=float(at), id=event_id(number, int(seq)), space=space,
+                event_name=_text(name), idempotency_key=_text(key), state=state,
+                attempts=int(attempts), last_status=int(status) if status else None,
+                last_message=_text(message),
+            ))  # fmt: skip
+        return True
+
+    def done(self) -> ChangePage:
+        return ChangePage(self.accepted + self.steps, _cursor(self.read))
 
 
 class _Batch:
