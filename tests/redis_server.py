@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 from tests.support import free_port
 
@@ -34,7 +35,7 @@ class RedisServer:
         self.log = directory / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start the server (again, on the same directory and port) and wait until it answers."""
         self.directory.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -47,7 +48,7 @@ class RedisServer:
             "--dir", str(self.directory),
             "--logfile", str(self.log),
             "--protected-mode", "no",
-        ]
+        ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while not self.ping():
@@ -90,7 +91,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -24,8 +24,12 @@ Keys of Space S (the `{S}` hash tag keeps them in one Redis Cluster slot):
     comet:{S}:done:s   zset    earlier seconds in which events were delivered; score = second
     comet:{S}:done:n   hash    such a second -> how many events were delivered in it
     comet:{S}:dedup    zset    dedup keys; score = expiry (dedup_until)
-    comet:{S}:counts   hash    queued, retrying, delivered, dead: kept by the scripts
+    comet:{S}:counts   hash    queued, retrying, delivered, dead: kept by the scripts; and
+                               pruned_before, the latest cutoff of prune (for `changes`)
     comet:{S}:migrated hash    marks of events moved in by `relay.store.migrate`
+    comet:{S}:log      stream  each step (accepted, retrying, delivered, dead, replayed) with
+                               the event's name and key, for `changes`; trimmed to the last
+                               hour by Redis's clock (about 100 bytes a step)
 
 A queued event is in exactly one of: a ready set (plus readyat), wait, or leased. A delivered
 event is dropped at once (Redis memory is RAM) and only counted until pruned: in `done` for a
@@ -37,18 +41,19 @@ cutoff waits for the next prune).
 Scripts: every per-Space script gets the fifteen keys above, in that order, as KEYS, and
 touches no other key, so a Space's script runs in its slot on a Cluster. What each uses:
 
-    enqueue       seq ev ready:* readyat dedup counts   dedup and insert, in one script
+    enqueue       seq ev ready:* readyat dedup counts log  dedup and insert, in one script
     claim         ev ready:* readyat wait leased        promote due waits and expired leases,
                                                         then lease the first n: ready:0, ready:1
     delivered     ev ready:* readyat wait leased dead done done:s done:n counts log
-    retry         ev ready:* readyat wait leased counts
-    dead          ev ready:* readyat wait leased dead counts
+    retry         ev ready:* readyat wait leased counts log
+    dead          ev ready:* readyat wait leased dead counts log
     release       ev ready:* readyat leased
-    replay        ev ready:* readyat dead counts
+    replay        ev ready:* readyat dead counts log
     prune         done done:s done:n dedup counts       one chunk per call
     next_due      readyat wait leased                   read only
     dead_letters  ev dead                               read only
     import        seq ev ready:* readyat wait dead dedup counts migrated
+    changes       log counts                            read only
 
 The one global key, `comet:spaces` (hash: `s:<space>` -> number, `n:<number>` -> space,
 `last`), is touched only by its own `register` script, once per Space and process (cached),
@@ -65,10 +70,12 @@ With `appendonly yes` and `appendfsync always`, Redis writes and fsyncs the appe
 before it answers, so an acknowledged event survives a crash of Redis or of its machine. With
 `appendfsync everysec` (Redis's default for AOF) up to about one second of acknowledged
 events can be lost when Redis or its machine crashes. Without AOF (RDB snapshots only),
-everything since the last snapshot can be lost.
+everything since the last snapshot can be lost. Replication is asynchronous: after a failover
+to a replica, what the old primary acknowledged but had not yet sent is lost too.
 
 Time: like every backend, scripts take the caller's `now` (tests control the clock); dedup
-keys expire by that clock, not by Redis TTLs, and `prune` removes the expired ones.
+keys expire by that clock, not by Redis TTLs, and `prune` removes the expired ones. Only the
+step log's trimming and its entry ids use Redis's clock.
 
 Failures: a Redis that cannot be reached, a socket timeout (`socket_timeout`, 5 s by default;
 URL query parameters such as `?socket_timeout=2` override it) or a script error raise
