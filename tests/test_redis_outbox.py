@@ -378,3 +378,11 @@ def test_delivered_events_are_kept_a_minute_then_counted_per_second(redis_url: s
         assert (await box.stats()).delivered == 200
 
     run(redis_url, scenario)
+
+
+def test_a_redis_without_its_append_only_file_is_used_with_a_warning(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert own_server.command("CONFIG", "SET", "appendonly", "no") == b"+OK\r\n"
+    assert run(own_server.url, lambda box: box.enqueue([event("a")], T0)) == [True]
+    assert "appendonly yes" in caplog.text

@@ -115,6 +115,7 @@ log = logging.getLogger(__name__)
 SEQ_BITS = 40
 SEQ_MASK = (1 << SEQ_BITS) - 1
 MAX_SPACES = (1 << (63 - SEQ_BITS)) - 1
+MIN_VERSION = (6, 2)  # ZADD GT, XADD MINID, exclusive XRANGE
 CHUNK = 1000  # events or keys per prune/replay script, so no script holds Redis for long
 PROMOTE = 1000  # due retries and expired leases made claimable per claim, at most
 BUCKETS = ("queued", "retrying", "delivered", "dead")
@@ -578,8 +579,21 @@ class RedisOutbox:
     # connection -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect and load the scripts; idempotent. Raises Unavailable if Redis is not there."""
+        """Connect and load the scripts; idempotent. Raises Unavailable if Redis is not there
+        or older than 6.2; logs a warning if its append-only file is off."""
         await self.link.start()
+        info = await self.link.do(lambda r: r.info())
+        version = tuple(int(part) for part in str(info.get("redis_version", "0")).split(".")[:2])
+        if version < MIN_VERSION:
+            await self.link.close()
+            raise Unavailable(
+                f"Redis {info.get('redis_version')} is too old for the outbox: it needs 6.2 or newer."
+            )
+        if not int(info.get("aof_enabled", 0)):
+            log.warning(
+                "Redis runs without its append-only file (appendonly no): accepted events can be "
+                "lost if Redis crashes. Set appendonly yes and appendfsync always (or everysec)."
+            )
 
     async def close(self) -> None:
         """Wait (at most `close_timeout`) for enqueues already sent, then disconnect."""
