@@ -26,6 +26,7 @@ from tests.support import RelayProcess, Space, UpstreamProcess, wait_for, write_
 T = TypeVar("T")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SITE_KEY = "pk_acme"
+TAG = f'data-key="{SITE_KEY}"'
 TOKEN_ENV = {"ACME_TOKEN": "upstream-secret-token"}
 BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
@@ -63,6 +64,10 @@ class Stack:
         self.upstream = upstream
         self.site = site
         self.relay_origin = f"http://localhost:{relay.port}"
+
+    def tag(self, attributes: str) -> None:
+        """Give the snippet's tag in every page these extra attributes."""
+        self.site.rewrites[TAG] = f"{TAG} {attributes}"
 
     def url(self, page: str, host: str = "localhost", **query: str) -> str:
         return f"{self.site.origin(host)}/{page}" + (f"?{urlencode(query)}" if query else "")
@@ -113,6 +118,7 @@ def stack(tmp_path: Path, site: Site) -> Iterator[Stack]:
                         'upstream_token_env = "ACME_TOKEN"\n'
                         "upstream_rate_per_minute = 60000\n"
                         "rate_limit_per_minute = 100000\n"
+                        'custom_events = ["custom_event_3"]\n'
                     )
                 )
             ],
@@ -125,6 +131,7 @@ def stack(tmp_path: Path, site: Site) -> Iterator[Stack]:
         with RelayProcess(config, env=TOKEN_ENV) as relay:
             stack = Stack(relay, upstream, site)
             site.relay = stack.relay_origin
+            site.rewrites = {}
             yield stack
 
 

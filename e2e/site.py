@@ -1,7 +1,8 @@
 """The test site: e2e/pages served from its own port, in a thread of the test process.
 
 A page names the relay as `{{RELAY}}`; the site puts in the origin of the relay that the
-current test started, so the same pages work with a new relay process for each test.
+current test started, so the same pages work with a new relay process for each test. A test
+may also rewrite its pages (`rewrites`), e.g. to give the snippet's tag another attribute.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Site:
     def __init__(self) -> None:
         self.port = free_port()
         self.relay = ""  # the relay's origin, set by each test's fixture
+        self.rewrites: dict[str, str] = {}  # old -> new text in every page, reset for each test
         app = Starlette(routes=[Route("/{name:path}", self._file)])
         config = uvicorn.Config(
             app,
@@ -59,5 +61,8 @@ class Site:
         path = (PAGES / request.path_params["name"]).resolve()
         if path.parent != PAGES or not path.is_file() or path.suffix not in TYPES:
             return PlainTextResponse("not found", 404)
-        body = path.read_text().replace("{{RELAY}}", self.relay)
+        body = path.read_text()
+        for old, new in self.rewrites.items():
+            body = body.replace(old, new)
+        body = body.replace("{{RELAY}}", self.relay)
         return Response(body, media_type=TYPES[path.suffix], headers={"Cache-Control": "no-store"})
