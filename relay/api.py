@@ -99,9 +99,9 @@ class CreateEvent:
             try:
                 authorize(space, key)
             except Forbidden:
-                decision = self.limiter.peek(bucket, limit)
+                decision = await self.limiter.peek(bucket, limit)
                 raise
-            decision = self.limiter.take(bucket, limit)
+            decision = await self.limiter.take(bucket, limit)
             if not decision.allowed:
                 raise RelayError(
                     f"Rate limit of {space.rate_limit_per_minute} requests per minute exceeded; "

@@ -16,11 +16,12 @@ from starlette.routing import BaseRoute, Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from relay.api import CreateEvent
+from relay.backends import open_limiter
 from relay.browser import Collect, Demo, Snippet, static_file
 from relay.errors import ConfigError, RelayError
 from relay.forwarder import forwarding
 from relay.openapi import openapi_schema
-from relay.ratelimit import MemoryRateLimiter, RateLimiter
+from relay.ratelimit import RateLimiter
 from relay.settings import TRACK_PATH, Settings
 from relay.store import Outbox, open_outbox
 from relay.tokens import VisitorTokens
@@ -48,7 +49,7 @@ def create_app(
             settings.source, ["relay.secret_keys: required to sign visitor tokens for site keys"]
         )
     outbox = outbox if outbox is not None else open_outbox(settings.database)
-    limiter = limiter if limiter is not None else MemoryRateLimiter(clock)
+    limiter = limiter if limiter is not None else open_limiter(settings.database, clock)
     openapi = openapi_schema(TRACK_PATH)
     track = CreateEvent(settings, limiter, outbox, clock)
     collect = None
@@ -59,6 +60,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await outbox.start()
+        await limiter.start()
         try:
             if forward and any(s.upstream_url for s in settings.spaces.values()):
                 async with forwarding(settings, outbox, clock=clock) as forwarder:
@@ -69,6 +71,7 @@ def create_app(
             else:
                 yield
         finally:
+            await limiter.close()
             await outbox.close()
 
     async def healthz(request: Request) -> Response:

@@ -191,7 +191,7 @@ class Collect:
         ip = request.client.host if request.client else None
         try:
             limit = settings.browser_rate_limit_per_minute
-            decision = self.limiter.take(f"ip:{ip}", limit)
+            decision = await self.limiter.take(f"ip:{ip}", limit)
             headers.update(decision.headers())
             if not decision.allowed:
                 raise RateLimited(

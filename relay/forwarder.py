@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from relay import __version__
+from relay.backends import open_pacer
+from relay.pacing import MemoryPacer, Pacer
 from relay.settings import Settings, Space
 from relay.store.base import Claimed, Outbox
 from relay.upstream import Kind, Outcome, Upstream
@@ -43,7 +45,6 @@ class SpaceState:
     space: Space
     interval: float  # seconds between request starts
     batch: int  # events claimed at a time
-    next_start: float = 0.0  # no request may start before this (pacing, Retry-After, backoff)
     failures: int = 0  # consecutive retryable failures: the Space backs off as a whole
     pause: float = 0.0  # current 401/403 pause length; 0 when not paused
     paused_until: float = 0.0
@@ -68,6 +69,7 @@ class Forwarder:
         concurrency: int = 16,
         idle_poll: float = 0.5,
         prune_every: float = 300.0,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.outbox = outbox
@@ -78,6 +80,7 @@ class Forwarder:
         self.concurrency = concurrency
         self.idle_poll = idle_poll
         self.prune_every = prune_every
+        self.pacer: Pacer = pacer if pacer is not None else MemoryPacer()
         # A lease covers a short wait in the buffer plus one request; a crashed forwarder's
         # events are claimed again once it runs out, so it is kept short.
         self.lease = 2 * settings.upstream_timeout_seconds + 5.0
@@ -127,11 +130,13 @@ class Forwarder:
                 await self._nap(st, 1.0)
 
     async def _step(self, st: SpaceState) -> None:
+        sid = st.space.id
         now = self.clock()
-        if st.next_start > now:
-            if st.next_start - now > self.settings.upstream_timeout_seconds:
+        slot = await self.pacer.next_slot(sid)
+        if slot > now:  # Retry-After, a pause or a backoff: nothing starts before `slot`
+            if slot - now > self.settings.upstream_timeout_seconds:
                 await self._release_buffer(st)  # long wait: do not sit on leases
-            await self._nap(st, st.next_start - now, wakeable=False)
+            await self._nap(st, slot - now, wakeable=False)
             return
         if len(st.inflight) >= self.concurrency:
             await asyncio.wait(st.inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -142,7 +147,19 @@ class Forwarder:
             idle = self.idle_poll if due is None else min(self.idle_poll, max(0.0, due - now))
             await self._nap(st, idle)
             return
-        st.next_start = self.clock() + st.interval  # after the claim: starts stay spaced
+        # The slot is reserved after the claim, so starts stay spaced; with a shared pacer the
+        # Space's other forwarders may hold the next slots.
+        start = await self.pacer.reserve(sid, st.interval, self.clock())
+        wait = start - self.clock()
+        if wait > self.settings.upstream_timeout_seconds:
+            st.buffer.appendleft(event)
+            await self._release_buffer(st)
+            return
+        if wait > 0:
+            await self._nap(st, wait, wakeable=False)
+            if self._stopping.is_set():
+                st.buffer.appendleft(event)  # released by stop()
+                return
         task = asyncio.create_task(self._deliver(st, event))
         st.inflight.add(task)
         task.add_done_callback(st.inflight.discard)
@@ -190,7 +207,7 @@ class Forwarder:
             await self.outbox.delivered([event.id], now)
         elif outcome.kind is Kind.SLOW_DOWN:
             delay = outcome.delay if outcome.delay is not None else 60.0
-            st.next_start = max(st.next_start, now + delay)
+            await self.pacer.hold(sid, now + delay, now)
             log.warning("upstream asked Space %s to slow down for %.0f s", sid, delay)
             await self.outbox.retry(event.id, now + delay, outcome.status, outcome.message, now)
         elif outcome.kind is Kind.PAUSE:
@@ -199,7 +216,7 @@ class Forwarder:
                 return  # a request that was already in flight when the pause began
             st.pause = PAUSE_FIRST if st.pause == 0 else min(BACKOFF_CAP, st.pause * 2)
             st.paused_until = now + st.pause
-            st.next_start = max(st.next_start, st.paused_until)
+            await self.pacer.hold(sid, st.paused_until, now)
             log.error(
                 "UPSTREAM REFUSED THE CREDENTIALS of Space %s (HTTP %s: %s); check upstream_url and "
                 "the token in $%s. Delivery paused for %.0f s; no event is dropped.",
@@ -207,7 +224,7 @@ class Forwarder:
             )
         elif outcome.kind is Kind.RETRY:
             st.failures += 1
-            st.next_start = max(st.next_start, now + backoff(st.failures - 1, self.rng))
+            await self.pacer.hold(sid, now + backoff(st.failures - 1, self.rng), now)
             if now - event.received_at > self.max_age:
                 reason = f"gave up after {event.attempts + 1} attempts: {outcome.message}"
                 await self.outbox.dead(event.id, outcome.status, reason, now)
@@ -264,14 +281,18 @@ async def forwarding(
     clock: Callable[[], float] = time.time,
     shutdown_timeout: float = 10.0,
 ) -> AsyncIterator[Forwarder]:
-    """Run a Forwarder (with its own HTTP client) for the duration of the block."""
+    """Run a Forwarder (with its own HTTP client and pacer) for the duration of the block."""
+    pacer = open_pacer(settings.database)
+    await pacer.start()
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    async with httpx.AsyncClient(limits=limits, headers={"User-Agent": USER_AGENT}) as client:
-        forwarder = Forwarder(
-            settings, outbox, Upstream(client, settings.upstream_timeout_seconds), clock=clock
-        )
-        forwarder.start()
-        try:
-            yield forwarder
-        finally:
-            await forwarder.stop(shutdown_timeout)
+    try:
+        async with httpx.AsyncClient(limits=limits, headers={"User-Agent": USER_AGENT}) as client:
+            upstream = Upstream(client, settings.upstream_timeout_seconds)
+            forwarder = Forwarder(settings, outbox, upstream, clock=clock, pacer=pacer)
+            forwarder.start()
+            try:
+                yield forwarder
+            finally:
+                await forwarder.stop(shutdown_timeout)
+    finally:
+        await pacer.close()

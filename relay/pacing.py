@@ -22,6 +22,10 @@ from relay.redis_link import RedisLink, Script, number
 class Pacer(Protocol):
     """Start times for a Space's upstream requests."""
 
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
     async def reserve(self, space: str, interval: float, now: float) -> float:
         """The time this caller may start its request: max(now, the Space's next slot).
 
@@ -44,6 +48,12 @@ class MemoryPacer:
 
     def __init__(self) -> None:
         self._next: dict[str, float] = {}
+
+    async def start(self) -> None:
+        """Nothing to start: the slots live in this process."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
 
     async def reserve(self, space: str, interval: float, now: float) -> float:
         """See `Pacer.reserve`."""

@@ -29,13 +29,25 @@ class Decision:
 
 
 class RateLimiter(Protocol):
-    def take(self, key: str, limit_per_minute: int) -> Decision:
+    """A limiter shared by whatever serves the same keys (one process, or every relay)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def take(self, key: str, limit_per_minute: int) -> Decision:
         """Spend one request of `key`'s allowance, if there is one."""
         ...
 
-    def peek(self, key: str, limit_per_minute: int) -> Decision:
+    async def peek(self, key: str, limit_per_minute: int) -> Decision:
         """What `take` would report, without spending anything."""
         ...
+
+
+def decision(allowed: bool, limit: int, tokens: float) -> Decision:
+    """The Decision for a bucket of `limit` a minute holding `tokens` after this request."""
+    retry_after = 0 if allowed else max(1, math.ceil((1.0 - tokens) * 60.0 / limit))
+    return Decision(allowed, limit, int(tokens), retry_after)
 
 
 class MemoryRateLimiter:
@@ -50,7 +62,14 @@ class MemoryRateLimiter:
         tokens, at = self._buckets.get(key, (float(limit), now))
         return min(float(limit), tokens + max(0.0, now - at) * limit / 60.0)
 
-    def take(self, key: str, limit_per_minute: int) -> Decision:
+    async def start(self) -> None:
+        """Nothing to start: the buckets live in this process."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def take(self, key: str, limit_per_minute: int) -> Decision:
+        """See `RateLimiter.take`."""
         now = self._clock()
         tokens = self._level(key, limit_per_minute, now)
         allowed = tokens >= 1.0
@@ -59,16 +78,12 @@ class MemoryRateLimiter:
         if key not in self._buckets and len(self._buckets) >= self._max_keys:
             self._evict(now)
         self._buckets[key] = (tokens, now)
-        return self._decision(allowed, limit_per_minute, tokens)
+        return decision(allowed, limit_per_minute, tokens)
 
-    def peek(self, key: str, limit_per_minute: int) -> Decision:
+    async def peek(self, key: str, limit_per_minute: int) -> Decision:
+        """See `RateLimiter.peek`."""
         tokens = self._level(key, limit_per_minute, self._clock())
-        return self._decision(True, limit_per_minute, tokens)
-
-    @staticmethod
-    def _decision(allowed: bool, limit: int, tokens: float) -> Decision:
-        retry_after = 0 if allowed else max(1, math.ceil((1.0 - tokens) * 60.0 / limit))
-        return Decision(allowed, limit, int(tokens), retry_after)
+        return decision(True, limit_per_minute, tokens)
 
     def _evict(self, now: float) -> None:
         # Buckets that have refilled are indistinguishable from new ones: dropping them is free.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from relay.ratelimit import Decision, MemoryRateLimiter
+from relay.ratelimit import Decision, decision
 from relay.redis_link import RedisLink, Script, number
 
 # KEYS: the bucket. ARGV: limit per minute, now ('' for Redis's clock), 1 to spend or 0 to
@@ -90,4 +90,4 @@ class RedisRateLimiter:
         allowed, tokens = await self.link.call(
             BUCKET, [f"{self.prefix}:rl:{key}"], [limit, number(now), int(spend)]
         )
-        return MemoryRateLimiter._decision(bool(allowed), limit, float(tokens))
+        return decision(bool(allowed), limit, float(tokens))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import pytest
 
 from relay.errors import Unavailable
-from relay.ratelimit import Decision, MemoryRateLimiter
+from relay.ratelimit import Decision, MemoryRateLimiter, RateLimiter
 from relay.ratelimit_redis import RedisRateLimiter
 from tests.support import free_port
 
@@ -26,25 +25,6 @@ class Clock:
         return self.t
 
 
-class Limiter(Protocol):
-    async def take(self, key: str, limit_per_minute: int) -> Decision: ...
-
-    async def peek(self, key: str, limit_per_minute: int) -> Decision: ...
-
-
-class AsyncMemoryLimiter:
-    """The in-process limiter behind the async interface."""
-
-    def __init__(self, limiter: MemoryRateLimiter) -> None:
-        self.limiter = limiter
-
-    async def take(self, key: str, limit_per_minute: int) -> Decision:
-        return self.limiter.take(key, limit_per_minute)
-
-    async def peek(self, key: str, limit_per_minute: int) -> Decision:
-        return self.limiter.peek(key, limit_per_minute)
-
-
 @pytest.fixture(params=["memory", "redis"])
 def backend(request: pytest.FixtureRequest) -> str:
     """ "memory", or the URL of the session's redis-server, emptied."""
@@ -53,15 +33,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def run(backend: str, scenario: Callable[[Limiter, Clock], Awaitable[None]]) -> None:
+def run(backend: str, scenario: Callable[[RateLimiter, Clock], Awaitable[None]]) -> None:
     """Run `scenario` with a fresh limiter of `backend` on a clock the test moves."""
     clock = Clock()
 
     async def main() -> None:
-        if backend == "memory":
-            await scenario(AsyncMemoryLimiter(MemoryRateLimiter(clock)), clock)
-            return
-        limiter = RedisRateLimiter(backend, clock=clock)
+        limiter: RateLimiter = (
+            MemoryRateLimiter(clock) if backend == "memory" else RedisRateLimiter(backend, clock=clock)
+        )
         await limiter.start()
         try:
             await scenario(limiter, clock)
@@ -72,7 +51,7 @@ def run(backend: str, scenario: Callable[[Limiter, Clock], Awaitable[None]]) -> 
 
 
 def test_allows_the_limit_then_refuses_with_retry_after(backend: str) -> None:
-    async def scenario(limiter: Limiter, clock: Clock) -> None:
+    async def scenario(limiter: RateLimiter, clock: Clock) -> None:
         decisions = [await limiter.take("s", 60) for _ in range(61)]
         assert all(d.allowed for d in decisions[:60])
         assert [d.remaining for d in decisions[:3]] == [59, 58, 57]
@@ -86,7 +65,7 @@ def test_allows_the_limit_then_refuses_with_retry_after(backend: str) -> None:
 
 
 def test_refills_at_the_configured_rate(backend: str) -> None:
-    async def scenario(limiter: Limiter, clock: Clock) -> None:
+    async def scenario(limiter: RateLimiter, clock: Clock) -> None:
         for _ in range(10):
             await limiter.take("s", 10)
         assert not (await limiter.take("s", 10)).allowed
@@ -100,7 +79,7 @@ def test_refills_at_the_configured_rate(backend: str) -> None:
 
 
 def test_retry_after_counts_whole_seconds_up(backend: str) -> None:
-    async def scenario(limiter: Limiter, clock: Clock) -> None:
+    async def scenario(limiter: RateLimiter, clock: Clock) -> None:
         await limiter.take("s", 1)
         refused = await limiter.take("s", 1)
         assert not refused.allowed and refused.retry_after == 60
@@ -111,7 +90,7 @@ def test_retry_after_counts_whole_seconds_up(backend: str) -> None:
 
 
 def test_keys_are_independent(backend: str) -> None:
-    async def scenario(limiter: Limiter, clock: Clock) -> None:
+    async def scenario(limiter: RateLimiter, clock: Clock) -> None:
         assert (await limiter.take("a", 1)).allowed
         assert (await limiter.take("b", 1)).allowed
         assert not (await limiter.take("a", 1)).allowed
@@ -120,7 +99,7 @@ def test_keys_are_independent(backend: str) -> None:
 
 
 def test_peek_spends_nothing(backend: str) -> None:
-    async def scenario(limiter: Limiter, clock: Clock) -> None:
+    async def scenario(limiter: RateLimiter, clock: Clock) -> None:
         for _ in range(5):
             peeked = await limiter.peek("s", 3)
             assert (peeked.allowed, peeked.remaining, peeked.retry_after) == (True, 3, 0)
@@ -130,7 +109,7 @@ def test_peek_spends_nothing(backend: str) -> None:
 
 
 def test_a_clock_that_steps_back_adds_no_tokens(backend: str) -> None:
-    async def scenario(limiter: Limiter, clock: Clock) -> None:
+    async def scenario(limiter: RateLimiter, clock: Clock) -> None:
         await limiter.take("s", 2)
         await limiter.take("s", 2)
         clock.t -= 30.0
