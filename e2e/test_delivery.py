@@ -139,3 +139,30 @@ def test_a_visitors_first_batches_share_one_token(
     [lead] = stack.with_key("second-batch")
     [view] = stack.wait_events(lambda e: e["event_name"] == "view_content", what="the page view")
     assert lead["comet_token"] == view["comet_token"]
+
+
+def test_kept_events_are_at_most_100_and_at_most_7_days_old(
+    stack: Stack, browsing: Callable[..., Browsing]
+) -> None:
+    b = browsing()
+    b.context.add_init_script("""
+        if (!sessionStorage.getItem('seeded')) {
+            sessionStorage.setItem('seeded', '1');
+            const now = Math.round(Date.now() / 1000);
+            const event = (id, age) => ({event_name: 'lead_generated', event_id: id,
+                                         url: location.href, event_time: now - age});
+            const stale = [1, 2, 3].map(i => event('stale-' + i, 8 * 86400));
+            const fresh = [...Array(110).keys()].map(i => event('fresh-' + i, 6 * 86400));
+            localStorage.setItem('comet_q', JSON.stringify([...stale, ...fresh]));
+        }
+    """)
+    b.page.route(collect, lambda route: route.abort())
+    b.page.goto(stack.url("index.html"))
+    # 110 fresh events and the page view go out in six batches, one at a time, and come back
+    until(
+        b.page, lambda: len(b.wire.requests) == 6 and kept(b.page, 100), what="six failed batches"
+    )
+    ids = [e["event_id"] for e in kept(b.page) or []]
+    assert ids[:-1] == [f"fresh-{i}" for i in range(11, 110)]  # the oldest ones made room
+    assert ids[-1] == b.wire.ids("view_content")[0]
+    assert not [r for r in b.wire.requests if "stale-" in (r.post_data or "")]
