@@ -58,12 +58,13 @@
     var visit = get('v') || {};
     var query = new URL(loc.href).searchParams;
     var campaign = {};
-    var utm = { source: 'source', medium: 'type', campaign: 'campaign', term: 'keyword', content: 'ad_id' };
-    for (k in utm) if (query.get('utm_' + k)) campaign[P + utm[k]] = query.get('utm_' + k);
-    // explicit comet_* parameters win over utm_*; no other comet_* name is taken from a URL
-    'source network campaign ad_group ad_id keyword type'.split(' ').forEach((name) => {
-      if (query.get(P + name)) campaign[P + name] = query.get(P + name);
-    });
+    // comet_X fields and the utm_ parameter each falls back to; an explicit comet_X wins, and no
+    // other comet_* name is taken from a URL
+    var fields = { source: 'source', network: 0, campaign: 'campaign', ad_group: 0, ad_id: 'content', keyword: 'term', type: 'medium' };
+    for (k in fields) {
+      var value = query.get(P + k) || (fields[k] && query.get('utm_' + fields[k]));
+      if (value) campaign[P + k] = value;
+    }
     if (Object.keys(campaign).length) {
       // a new campaign replaces the old one whole rather than mixing with it
       for (k in visit) if (k.startsWith(P)) delete visit[k];
