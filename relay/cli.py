@@ -61,9 +61,11 @@ def config_errors() -> Iterator[None]:
         raise click.exceptions.Exit(2) from None
 
 
-def _load(config_path: str) -> Settings:
+def _load(config_path: str, *, secrets: bool = True) -> Settings:
+    """The settings, or exit 2 with every problem. `secrets=False` for commands that only
+    work on the outbox: they need no upstream token and no secret key."""
     with config_errors():
-        return config.load(config_path, os.environ)
+        return config.load(config_path, os.environ, secrets=secrets)
 
 
 @main.command()
@@ -75,7 +77,14 @@ def _load(config_path: str) -> Settings:
     is_flag=True,
     help="Only accept events; leave delivery to `comet-relay forward` processes.",
 )
-def serve(config_path: str | None, host: str, port: int, no_forward: bool) -> None:
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log every request (off by default: each line holds a visitor's IP, and costs time).",
+)
+def serve(
+    config_path: str | None, host: str, port: int, no_forward: bool, access_log: bool
+) -> None:
     """Run the relay. Without a config: the embedded default in ./comet-data (RELAY_DATA_DIR)."""
     if config_path:
         settings = _load(config_path)
@@ -99,6 +108,7 @@ def serve(config_path: str | None, host: str, port: int, no_forward: bool) -> No
         proxy_headers=True,
         forwarded_allow_ips=",".join(settings.trusted_proxies),
         log_level="info",
+        access_log=access_log,
         server_header=False,
     )
 
@@ -278,7 +288,7 @@ def _no_outbox(settings: Settings) -> str:
 @config_option(required=True)
 def outbox_stats(as_json: bool, config_path: str) -> None:
     """Count the events queued, retrying, delivered and dead, in total and per Space."""
-    settings = _load(config_path)
+    settings = _load(config_path, secrets=False)
     if outbox_exists(settings):
         stats = with_outbox(settings.database, lambda store: store.stats())
     else:
@@ -304,7 +314,7 @@ def format_stats(stats: OutboxStats) -> str:
 @config_option(required=True)
 def outbox_dead(as_json: bool, limit: int, config_path: str) -> None:
     """List the dead events, oldest first, with the upstream's last answer."""
-    settings = _load(config_path)
+    settings = _load(config_path, secrets=False)
     dead: list[DeadEvent] = []
     if outbox_exists(settings):
         dead = with_outbox(settings.database, lambda store: store.dead_letters(limit + 1))
@@ -352,7 +362,7 @@ def outbox_replay(replay_all: bool, ids: tuple[int, ...], config_path: str) -> N
     """Put dead events (IDs from `outbox dead`, or --all) back into the queue."""
     if replay_all == bool(ids):
         raise click.UsageError("give either --all or the IDs of dead events, not both")
-    settings = _load(config_path)
+    settings = _load(config_path, secrets=False)
     if not outbox_exists(settings):
         raise click.ClickException(_no_outbox(settings))
     chosen = None if replay_all else list(ids)
@@ -373,7 +383,7 @@ def outbox_tail(config_path: str | None, interval: float) -> None:
     """
     if config_path is None:
         config_path = os.path.join(config.default_data_dir(os.environ), config.CONFIG_NAME)
-    settings = _load(config_path)
+    settings = _load(config_path, secrets=False)
     if not outbox_exists(settings):
         raise click.ClickException(_no_outbox(settings))
 

@@ -107,17 +107,19 @@ class _Bad(Exception):
         self.problems = problems if problems is not None else [("", message)]
 
 
-def load(path: str, env: Mapping[str, str]) -> Settings:
+def load(path: str, env: Mapping[str, str], *, secrets: bool = True) -> Settings:
     """Read the relay.toml at `path`, apply RELAY_* overrides from `env`, and check everything.
 
     Raises `ConfigError(path, problems)` naming every problem found, not only the first.
-    A relative `database` path is taken relative to the directory of `path`.
+    A relative `database` path is taken relative to the directory of `path`. With
+    `secrets=False` (commands that only read or repair the outbox) a missing upstream token
+    or secret key is not a problem; such settings must not serve or forward.
     """
     problems: list[str] = []
     document = _read_toml(path, problems)
     if document is None:
         raise ConfigError(path, problems)
-    settings = _build(document, path, env, problems)
+    settings = _build(document, path, env, problems, secrets)
     if problems:
         raise ConfigError(path, problems)
     return settings
@@ -141,7 +143,11 @@ def _read_toml(path: str, problems: list[str]) -> dict[str, Any] | None:
 
 
 def _build(
-    document: dict[str, Any], path: str, env: Mapping[str, str], problems: list[str]
+    document: dict[str, Any],
+    path: str,
+    env: Mapping[str, str],
+    problems: list[str],
+    secrets: bool = True,
 ) -> Settings:
     top, found = _fields(document, {"relay": _table, "spaces": _table})
     _report("", found, problems)
@@ -150,7 +156,7 @@ def _build(
     _report("relay", found, problems)
 
     relay_dedup = relay.get("dedup_window_hours", Settings.dedup_window_hours)
-    spaces = _spaces(top.get("spaces", {}), relay_dedup, env, problems)
+    spaces = _spaces(top.get("spaces", {}), relay_dedup, env, problems, secrets)
     if not top.get("spaces") and isinstance(document.get("spaces", {}), dict):
         problems.append("spaces: no Space is configured; add a [spaces.ID] table")
     _check_unique(spaces, problems)
@@ -158,7 +164,8 @@ def _build(
     config_dir = os.path.dirname(os.path.abspath(path))
     database = relay.get("database", Settings.database)
     relay["database"] = _database(database, config_dir, env, problems)
-    relay["secret_keys"] = _secret_keys(_file_secret_keys(document, relay), env, problems)
+    secret_keys = _secret_keys(_file_secret_keys(document, relay), env, problems if secrets else [])
+    relay["secret_keys"] = secret_keys
     _check_paths(relay, problems)
     return Settings(**relay, spaces=MappingProxyType(spaces), source=path)
 
@@ -456,7 +463,11 @@ _SPACE_CHECKS: dict[str, Check] = {
 
 
 def _spaces(
-    table: Mapping[str, Any], relay_dedup: float, env: Mapping[str, str], problems: list[str]
+    table: Mapping[str, Any],
+    relay_dedup: float,
+    env: Mapping[str, str],
+    problems: list[str],
+    secrets: bool = True,
 ) -> dict[str, Space]:
     spaces: dict[str, Space] = {}
     for space_id, raw in table.items():
@@ -468,7 +479,7 @@ def _spaces(
             continue
         values, found = _fields(raw, _SPACE_CHECKS)
         _report(name, found, problems)
-        token = _upstream_token(name, raw, values, env, problems)
+        token = _upstream_token(name, raw, values, env, problems if secrets else [])
         values.setdefault("dedup_window_hours", relay_dedup)
         spaces[space_id] = Space(id=space_id, **values, upstream_token=token)
     return spaces

@@ -418,3 +418,19 @@ def test_sqlite_refuses_a_file_of_an_older_schema(tmp_path: Path) -> None:
 
     with pytest.raises(Unavailable, match="made by a development version"):
         asyncio.run(start())
+
+
+def test_outbox_commands_need_no_upstream_token_or_secret_key(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        '[relay]\ndatabase = "relay.db"\n\n[spaces.acme]\n'
+        'upstream_url = "https://up.example/track"\nupstream_token_env = "UNSET_TOKEN_VAR"\n'
+    )
+    runner = CliRunner()
+    env = {"UNSET_TOKEN_VAR": "", "RELAY_SECRET_KEYS": ""}
+    for args in (["outbox", "stats", "--json"], ["outbox", "dead", "--json"]):
+        result = runner.invoke(main, [*args, "--config", str(config)], env=env)
+        assert result.exit_code == 0, result.output
+    refused = runner.invoke(main, ["check", "--config", str(config)], env=env)
+    assert refused.exit_code == 2
+    assert "UNSET_TOKEN_VAR is not set" in refused.output
