@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -26,6 +27,9 @@ from relay.errors import ConfigError, Unavailable
 from relay.settings import Settings
 from relay.store import Outbox, OutboxStats, open_outbox
 from relay.store.base import Change, ChangeFeed, DeadEvent, follow
+
+if TYPE_CHECKING:
+    from relay.store.migrate import MigrationReport
 
 TRACK_PATH = "/public-api/v1/events/track"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -411,6 +415,77 @@ def format_change(change: Change) -> str:
         status = "-" if change.last_status is None else change.last_status
         line += f" last={status} {' '.join(change.last_message.split())}".rstrip()
     return line
+
+
+def _redis_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    # The value is never shown back: a Redis URL may carry a password.
+    if not value.startswith(("redis://", "rediss://")):
+        raise click.BadParameter("must be a redis:// or rediss:// URL")
+    return value
+
+
+@outbox.command("migrate")
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    callback=_redis_url,
+    metavar="URL",
+    help="The Redis to move into: redis://[[USER]:PASSWORD@]HOST:PORT/DB, or rediss://.",
+)
+@config_option(required=True)
+def outbox_migrate(url: str, config_path: str) -> None:
+    """Move the SQLite outbox's queued and dead events and live dedup keys into Redis.
+
+    Stop every relay and forwarder that uses the outbox first. Nothing is lost or sent twice;
+    an interrupted run resumes when run again. Delivered events stay in the SQLite file.
+    """
+    from relay.backends import is_redis  # imported late: these import redis
+    from relay.store.migrate import MigrationError, migrate
+
+    settings = _load(config_path, secrets=False)
+    if is_redis(settings.database):
+        raise click.ClickException(
+            "the outbox is in Redis already (relay.database is a Redis URL): nothing to migrate"
+        )
+
+    def progress(report: MigrationReport) -> None:
+        click.echo(f"moved {report.queued + report.dead} event(s) so far", err=True)
+
+    try:
+        report = asyncio.run(migrate(settings.database, url, time.time(), progress=progress))
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Unavailable as exc:
+        raise click.ClickException(
+            "Redis could not be reached or failed; run it again, it resumes. "
+            f"({_hide_secrets(str(exc), url)})"
+        ) from None
+    click.echo(format_migration(report, settings.database))
+
+
+def _hide_secrets(text: str, url: str) -> str:
+    """`text` without `url` or the password in it."""
+    password = urlsplit(url).password
+    for secret in (url, password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def format_migration(report: MigrationReport, source: str) -> str:
+    """What `outbox migrate` moved, and what to do next."""
+    return "\n".join([
+        f"moved from {source} into Redis:",
+        f"  queued events   {report.queued:>8}",
+        f"  dead events     {report.dead:>8}",
+        f"  dedup keys      {report.dedup_keys:>8}",
+        f"  skipped         {report.skipped:>8}  (of the events above, already in Redis from an interrupted run)",
+        f"Delivered events stay in {source}.",
+        "",
+        'Next: set database = "redis://..." (the URL given to --to) in [relay] of every',
+        "relay's relay.toml, then restart the relays.",
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":
