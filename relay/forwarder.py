@@ -33,6 +33,7 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
 USER_AGENT = f"comet-relay/{__version__}"
+DELIVERED_FLUSH = 0.05  # seconds a delivered event may wait to be marked, with others
 
 
 def backoff(attempts: int, rng: random.Random, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -89,6 +90,8 @@ class Forwarder:
             s.id: _state(s) for s in settings.spaces.values() if s.upstream_url and s.active
         }
         self._stopping = asyncio.Event()
+        self._delivered: list[int] = []
+        self._flush: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
 
     # lifecycle -------------------------------------------------------------------------
@@ -112,6 +115,9 @@ class Forwarder:
             await asyncio.gather(*pending, return_exceptions=True)
         for st in self.states.values():
             await self._release_buffer(st)
+        if self._flush is not None:
+            await self._flush
+        await self._flush_delivered()
 
     def wake(self, space_id: str) -> None:
         """Tell an idle Space loop that an event was just queued."""
@@ -133,7 +139,9 @@ class Forwarder:
         sid = st.space.id
         now = self.clock()
         slot = await self.pacer.next_slot(sid)
-        if slot > now:  # Retry-After, a pause or a backoff: nothing starts before `slot`
+        # Within one interval of the slot, go on and reserve it now: waking late for every
+        # request would lose that lateness each time and drift below the configured rate.
+        if slot - now > st.interval:  # Retry-After, a pause or a backoff: wait for `slot`
             if slot - now > self.settings.upstream_timeout_seconds:
                 await self._release_buffer(st)  # long wait: do not sit on leases
             await self._nap(st, slot - now, wakeable=False)
@@ -204,7 +212,7 @@ class Forwarder:
         if outcome.kind is Kind.DELIVERED:
             st.failures, st.pause = 0, 0.0
             st.sent += 1
-            await self.outbox.delivered([event.id], now)
+            self._mark_delivered(event.id)
         elif outcome.kind is Kind.SLOW_DOWN:
             delay = outcome.delay if outcome.delay is not None else 60.0
             await self.pacer.hold(sid, now + delay, now)
@@ -235,6 +243,26 @@ class Forwarder:
             log.warning("upstream refused event %s of Space %s for good: HTTP %s %s",
                         event.idempotency_key, sid, outcome.status, outcome.message)
             await self.outbox.dead(event.id, outcome.status, outcome.message, now)
+
+    def _mark_delivered(self, event_id: int) -> None:
+        """Mark deliveries in small batches: one commit per DELIVERED_FLUSH, not per event.
+
+        A crash inside that window sends those events again, which at-least-once allows.
+        """
+        self._delivered.append(event_id)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._flush_delivered(DELIVERED_FLUSH))
+
+    async def _flush_delivered(self, after: float = 0.0) -> None:
+        if after:
+            await _first(self.sleep(after), self._stopping.wait())
+        ids, self._delivered = self._delivered, []
+        if not ids:
+            return
+        try:
+            await self.outbox.delivered(ids, self.clock())
+        except Exception:  # their leases run out and they are sent again: at-least-once
+            log.exception("could not mark %d delivered events; they will be sent again", len(ids))
 
     async def _release_buffer(self, st: SpaceState) -> None:
         if st.buffer:
