@@ -41,11 +41,16 @@ def test_loading_the_snippet_throws_nothing_into_the_page(
     page.evaluate("""() => {
         comet(); comet('track'); comet('track', null, 5); comet('identify', null);
         comet('identify', 'x'); comet('nope', 1); comet('page', {}); comet.apply(null, []);
+        comet('identify', {phone: 33612345678, nickname: 'not a field'});
     }""")
     until(page, lambda: len(b.wire.requests) >= 1, what="the first batch")
     page.reload()
     loaded(page)
     assert b.errors == [] and console_errors == []
+    # nor do they spoil the visit: the next page view is accepted, with only the user fields
+    both = views(stack, "/index.html", 2)
+    assert [v.get("phone") for v in both if "phone" in v] == ["33612345678"]
+    assert not [v for v in both if "nickname" in v or "0" in v]
 
 
 def test_page_view_arrives_with_ip_user_agent_token_fingerprint_url_and_campaign(

@@ -10,8 +10,9 @@
  * data-fbq-custom="MetaEvent:custom_event_N,...".
  *
  * Never throw into the host page: the start is one try block, and everything the browser or
- * the page calls back later catches or ends its promise chain in a handler. Never block it: async, the fingerprint in
- * idle time, no synchronous requests. Automated browsers are treated like any other.
+ * the page calls back later catches, or ends its promise chain in a handler. Never block it:
+ * async, the fingerprint in idle time, no synchronous requests. Automated browsers are treated
+ * like any other.
  */
 (function (w, d, nav, loc) {
   'use strict';
@@ -60,7 +61,10 @@
     var campaign = {};
     // comet_X fields and the utm_ parameter each falls back to; an explicit comet_X wins, and no
     // other comet_* name is taken from a URL
-    var fields = { source: 'source', network: 0, campaign: 'campaign', ad_group: 0, ad_id: 'content', keyword: 'term', type: 'medium' };
+    var fields = {
+      source: 'source', network: 0, campaign: 'campaign', ad_group: 0, ad_id: 'content',
+      keyword: 'term', type: 'medium',
+    };
     for (k in fields) {
       var value = query.get(P + k) || (fields[k] && query.get('utm_' + fields[k]));
       if (value) campaign[P + k] = value;
@@ -223,7 +227,6 @@
       busy = 0;
       flush();
     };
-    busy = 1;
     // text/plain: no CORS preflight; credentials: the relay's first-party visitor cookie
     fetch(endpoint, { method: 'POST', body, keepalive: true, credentials: 'include' })
       .then(
@@ -238,12 +241,13 @@
         () => keep(batch)
       )
       .then(done, done);
+    busy = 1; // after fetch(), which would leave it set if it threw
   }
 
   // Network errors and 5xx: kept in localStorage (100 events, 7 days at most) for a later page.
   function keep(batch) {
     batch.forEach((event) => (event.event_time = event.event_time || event[T]));
-    put('q', (get('q', 1) || []).concat(batch).filter(fresh).slice(-100), 1);
+    put('q', [].concat(get('q', 1) || [], batch).filter(fresh).slice(-100), 1);
   }
 
   function page() {
@@ -277,7 +281,13 @@
   function comet(command, a, b) {
     try {
       if (command == 'track') track(a, b);
-      if (command == 'identify') put('v', Object.assign(visit, a));
+      // only the user fields, as strings: anything else would get every later event refused
+      if (command == 'identify') {
+        'email phone first_name last_name full_name'.split(' ').forEach((field) => {
+          if (a[field] != null) visit[field] = '' + a[field];
+        });
+        put('v', visit);
+      }
       if (command == 'page') page();
       if (command == 'consent') consent(a);
     } catch (e) {}
@@ -310,7 +320,7 @@
     };
     // before fbevents.js: calls land in fbq.queue, some of them before this script ran
     if (queue && queue.push) {
-      queue.forEach(seen);
+      [].forEach.call(queue, seen);
       var push = queue.push;
       queue.push = function () {
         [].forEach.call(arguments, seen);
