@@ -65,6 +65,8 @@ def test_page_view_arrives_with_ip_user_agent_token_fingerprint_url_and_campaign
         utm_term="shoes",
         utm_content="ad-7",
         comet_source="newsletter",
+        fbclid="fb.1.abc",
+        gclid="g-1",
     )
     b.page.goto(landing)
     [view] = views(stack, "utm_campaign=spring")
@@ -93,7 +95,8 @@ def test_page_view_arrives_with_ip_user_agent_token_fingerprint_url_and_campaign
     [purchase] = stack.wait_events(lambda e: e["event_name"] == "purchase", what="the purchase")
     assert purchase["comet_campaign"] == "spring" and purchase["comet_source"] == "newsletter"
     assert purchase["amount"] == 25.5 and purchase["order_id"] == "o-1"
-    assert purchase["url"] == stack.url("second.html")
+    # fbclid and gclid are no Create Event fields: they travel in the URL, added back to it
+    assert purchase["url"] == stack.url("second.html", fbclid="fb.1.abc", gclid="g-1")
 
 
 def test_identity_is_stable_across_pages_and_a_reload(
