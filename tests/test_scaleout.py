@@ -1,0 +1,227 @@
+"""Scale-out: two relay processes on one Redis behave, from outside, like one relay.
+
+Real processes throughout: two `comet-relay serve` processes with ONE relay.toml whose
+`database` is the test Redis (tests/conftest.py), and one fake upstream process
+(tests/fake_upstream.py). The relays hold different upstream tokens, so the upstream's record
+of each request tells which relay sent it.
+
+The config has two Spaces. "acme" forwards to the upstream at RATE requests a minute and
+accepts events freely; "tight" accepts only INBOUND requests a minute, so few that the
+limiter's refill (one request every 60 / INBOUND seconds) cannot blur the count of 202s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import RelayProcess, Space, UpstreamProcess, wait_for, write_config
+from tests.test_cli_migrate import use_database
+from tests.test_forwarder import KEY, PATH, delivered_keys
+
+RATE = 600  # the upstream's requests a minute for "acme", all relays together: 10 a second
+INBOUND = 10  # the requests a minute "tight" accepts, all relays together
+TIGHT_KEY = {"Authorization": "Bearer key-tight-write"}
+DELAY = 1.0  # seconds the upstream takes to answer in the SIGKILL test
+TIMEOUT = 2.0  # upstream_timeout_seconds: a crashed relay's leases run out after 2 * 2 + 5 s
+NAMES = ("a", "b")
+
+
+@dataclass
+class Cluster:
+    """The upstream and the relays (relay `n` sends with the token `token-n`)."""
+
+    upstream: UpstreamProcess
+    relays: dict[str, RelayProcess]
+
+    def received(self) -> list[dict[str, Any]]:
+        return self.upstream.received()
+
+    def queued(self) -> list[int]:
+        """What each live relay's /healthz says is still queued in the shared outbox."""
+        alive = [r for r in self.relays.values() if r.proc is not None and r.proc.poll() is None]
+        return [httpx.get(f"{r.url}/healthz", timeout=5).json()["queued"] for r in alive]
+
+    def settled(self, n: int) -> bool:
+        """At least `n` requests reached the upstream and nothing is left to deliver."""
+        return len(self.received()) >= n and not any(self.queued())
+
+
+def sender(record: dict[str, Any]) -> str:
+    """Which relay sent an upstream request: its token names it."""
+    return str(record["authorization"]).removeprefix("Bearer token-")
+
+
+def r_key(record: dict[str, Any]) -> str:
+    """The idempotency key of an upstream request."""
+    return str(json.loads(record["body"])["idempotency_key"])
+
+
+def busiest_second(times: Iterable[float]) -> int:
+    """The most arrivals in any window [t, t + 1 s)."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, t in enumerate(ordered):
+        while ordered[first] <= t - 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def config_for(directory: Path, upstream: UpstreamProcess, redis_url: str) -> Path:
+    """One relay.toml for every relay: the database is the Redis."""
+    forward = (
+        f'upstream_url = "{upstream.track_url}"\n'
+        'upstream_token_env = "ACME_TOKEN"\n'
+        f"upstream_rate_per_minute = {RATE}\n"
+    )
+    config = write_config(
+        directory,
+        relay_extra=f"upstream_timeout_seconds = {TIMEOUT}",
+        spaces=[
+            Space(extra=forward + "rate_limit_per_minute = 100000\n"),
+            Space("tight", {"key-tight-write": ["events:write"]},
+                  f"rate_limit_per_minute = {INBOUND}\n"),
+        ],
+    )  # fmt: skip
+    use_database(config, redis_url)
+    return config
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(UpstreamProcess(tmp_path))
+        config = config_for(tmp_path, upstream, redis_url)
+        relays = {n: RelayProcess(config, env={"ACME_TOKEN": f"token-{n}"}) for n in NAMES}
+        for relay in relays.values():
+            stack.callback(relay.stop)
+            relay.start()
+        yield Cluster(upstream, relays)
+
+
+def event(key: str) -> dict[str, str]:
+    return {"event_name": "purchase", "email": "s@c.le", "idempotency_key": key}
+
+
+def post_spread(relays: Sequence[RelayProcess], n: int, prefix: str) -> list[str]:
+    """Post `n` events, each relay a share of them at the same time; all must get 202."""
+    keys = [f"{prefix}-{i}" for i in range(n)]
+
+    def send(i: int) -> None:
+        with httpx.Client(base_url=relays[i].url, headers=KEY, timeout=10) as client:
+            for key in keys[i :: len(relays)]:
+                answer = client.post(PATH, json=event(key))
+                assert answer.status_code == 202, answer.text
+
+    with ThreadPoolExecutor(len(relays)) as pool:
+        list(pool.map(send, range(len(relays))))
+    return keys
+
+
+def test_events_spread_over_two_relays_are_delivered_once_within_the_shared_rate(
+    cluster: Cluster,
+) -> None:
+    keys = post_spread(list(cluster.relays.values()), 60, "spread")
+    wait_for(lambda: cluster.settled(len(keys)), 40, "every event delivered")
+
+    received = cluster.received()
+    assert delivered_keys(cluster.upstream) == Counter({k: 1 for k in keys})
+    assert len(received) == len(keys)  # not one request more than events
+    by_relay = Counter(sender(r) for r in received)
+    assert set(by_relay) == set(NAMES), by_relay  # both relays forwarded
+    # One pacer for both: per-process pacing would allow twice the rate.
+    arrivals = sorted(r["at"] for r in received)
+    gaps_ms = [round((b - a) * 1000) for a, b in itertools.pairwise(arrivals)]
+    assert busiest_second(arrivals) <= RATE / 60 + 1, f"gaps between arrivals (ms): {gaps_ms}"
+
+
+def test_the_same_key_sent_to_both_relays_at_once_is_queued_once(cluster: Cluster) -> None:
+    keys = [f"twin-{i}" for i in range(20)]
+    start = threading.Barrier(len(NAMES))
+
+    def send(relay: RelayProcess) -> list[httpx.Response]:
+        answers = []
+        with httpx.Client(base_url=relay.url, headers=KEY, timeout=10) as client:
+            client.get("/healthz")  # connected before the race starts
+            for key in keys:
+                start.wait(10)
+                answers.append(client.post(PATH, json=event(key)))
+        return answers
+
+    with ThreadPoolExecutor(len(NAMES)) as pool:
+        per_relay = list(pool.map(send, cluster.relays.values()))
+    wait_for(lambda: cluster.settled(len(keys)), 20, "every event delivered")
+
+    for key, answers in zip(keys, zip(*per_relay)):
+        assert [a.status_code for a in answers] == [202, 202], key
+        replayed = sorted(a.headers.get("Idempotent-Replayed", "-") for a in answers)
+        assert replayed == ["-", "true"], key  # one queued it, the other saw it queued
+        assert {a.headers["Idempotency-Key"] for a in answers} == {key}
+    assert delivered_keys(cluster.upstream) == Counter({k: 1 for k in keys})
+    assert len(cluster.received()) == len(keys)
+
+
+def test_the_inbound_rate_limit_is_shared_by_both_relays(cluster: Cluster) -> None:
+    clients = [
+        httpx.Client(base_url=r.url, headers=TIGHT_KEY, timeout=10) for r in cluster.relays.values()
+    ]
+    began = time.monotonic()
+    try:  # alternately to each relay: apart, each would let INBOUND through
+        answers = [
+            clients[i % len(clients)].post(PATH, json=event(f"tight-{i}"))
+            for i in range(3 * INBOUND)
+        ]
+    finally:
+        for client in clients:
+            client.close()
+    took = time.monotonic() - began
+
+    assert took < 60 / INBOUND, "too slow to count: the bucket refilled meanwhile"
+    assert [a.status_code for a in answers] == [202] * INBOUND + [429] * (2 * INBOUND)
+    refused = answers[INBOUND:]
+    assert all(int(a.headers["Retry-After"]) >= 1 for a in refused)
+    assert all(a.headers["X-RateLimit-Remaining"] == "0" for a in refused)
+
+
+def test_a_relay_killed_mid_delivery_leaves_its_work_to_the_other(cluster: Cluster) -> None:
+    cluster.upstream.control(default={"status": 202, "delay": DELAY})  # requests stay in flight
+    keys = post_spread(list(cluster.relays.values()), 60, "kill")
+    victim, survivor = cluster.relays["a"], cluster.relays["b"]
+
+    def victim_sending() -> bool:
+        return sum(sender(r) == "a" for r in cluster.received()) >= 10
+
+    wait_for(victim_sending, 20, "relay a delivering")
+    kill_began = time.time()
+    victim.kill()
+    killed = time.time()
+    wait_for(lambda: set(delivered_keys(cluster.upstream)) == set(keys), 60, "b finishing")
+    wait_for(lambda: cluster.settled(len(keys)), 20, "nothing left queued")
+
+    received = cluster.received()
+    got = delivered_keys(cluster.upstream)
+    # In flight at the kill: sent by a and not answered when the SIGKILL began, or answered
+    # too recently to be marked delivered (marks are batched, then a Redis round trip): half
+    # a second's grace.
+    in_flight = {
+        r_key(r) for r in received if sender(r) == "a" and r["at"] + DELAY > kill_began - 0.5
+    }
+    again = {k: n - 1 for k, n in got.items() if n > 1}
+    assert in_flight, "the kill came when nothing was in flight"
+    assert set(again) <= in_flight
+    assert sum(again.values()) <= len(in_flight)
+    assert all(sender(r) == "b" for r in received if r["at"] > killed + 0.5)
+    assert survivor.proc is not None and survivor.proc.poll() is None
