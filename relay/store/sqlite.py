@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from relay.errors import Unavailable
 from relay.store.base import Change, ChangePage, Claimed, DeadEvent, NewEvent, OutboxStats
+from relay.store.coalesce import Coalescer, Pending, fail_all
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -324,7 +325,7 @@ class SQLiteOutbox:
         self._commits_before = 0  # by writers of earlier start/close cycles
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._pending: list[_Pending] = []
+        self._coalescer = Coalescer(self._flush)
 
     @property
     def commits(self) -> int:
@@ -411,31 +412,25 @@ class SQLiteOutbox:
         burst of requests costs one savepoint and a few `executemany` calls, not dozens of
         statements each.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[bool]] = loop.create_future()
-        self._pending.append((list(events), now, future))
-        if len(self._pending) == 1:
-            loop.call_soon(self._flush)
-        return await future
+        return await self._coalescer.submit(events, now)
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+    def _flush(self, pending: list[Pending]) -> None:
         try:
             if self._writer is None:
                 raise Unavailable("The outbox is not started.")
             job = self._writer.submit(lambda conn: _enqueue(conn, pending))
         except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
-            _fail_all(pending, exc)
+            fail_all(pending, exc)
             return
 
         def answer(done: asyncio.Future[list[list[bool]]]) -> None:
             if done.cancelled():
-                _fail_all(pending, Unavailable("The outbox write was cancelled."))
+                fail_all(pending, Unavailable("The outbox write was cancelled."))
             elif (exc := done.exception()) is not None:
                 error = exc if isinstance(exc, Unavailable) else Unavailable(
                     f"The outbox could not write: {exc}"
                 )
-                _fail_all(pending, error)
+                fail_all(pending, error)
             else:
                 for (_, _, future), result in zip(pending, done.result()):
                     if not future.done():
@@ -660,8 +655,6 @@ def _changes(
     return ChangePage(out, f"{accepted_after}-{steps_after}")
 
 
-_Pending = tuple[list[NewEvent], float, "asyncio.Future[list[bool]]"]
-
 INSERT_EVENT = (
     "INSERT INTO outbox (space, event_name, idempotency_key, priority, payload, status,"
     " next_attempt_at, received_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)"
@@ -676,7 +669,7 @@ UPSERT_KEY = (
 )
 
 
-def _enqueue(conn: sqlite3.Connection, pending: list[_Pending]) -> list[list[bool]]:
+def _enqueue(conn: sqlite3.Connection, pending: list[Pending]) -> list[list[bool]]:
     """Dedup and insert the events of several enqueue calls; one list of answers per call.
 
     The live keys of the whole batch are looked up at once, and keys claimed earlier in the
@@ -705,7 +698,7 @@ def _enqueue(conn: sqlite3.Connection, pending: list[_Pending]) -> list[list[boo
     return answers
 
 
-def _live_keys(conn: sqlite3.Connection, pending: list[_Pending]) -> set[tuple[str, str]]:
+def _live_keys(conn: sqlite3.Connection, pending: list[Pending]) -> set[tuple[str, str]]:
     """The batch's dedup keys that are stored and unexpired at the batch's earliest `now`."""
     wanted: dict[str, set[str]] = {}
     for events, _, _ in pending:
@@ -730,11 +723,5 @@ def _live_keys(conn: sqlite3.Connection, pending: list[_Pending]) -> set[tuple[s
                 )
             )
     return live
-
-
-def _fail_all(pending: list[_Pending], exc: BaseException) -> None:
-    for _, _, future in pending:
-        if not future.done():
-            future.set_exception(exc)
 
 
