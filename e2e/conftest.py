@@ -27,7 +27,8 @@ T = TypeVar("T")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SITE_KEY = "pk_acme"
 TAG = f'data-key="{SITE_KEY}"'
-TOKEN_ENV = {"ACME_TOKEN": "upstream-secret-token"}
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+TOKEN_ENV = {"ACME_TOKEN": "upstream-secret-token", "COMET_ADMIN_TOKEN": ADMIN_TOKEN}
 BOT_UA = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
@@ -110,7 +111,10 @@ def stack(tmp_path: Path, site: Site) -> Iterator[Stack]:
     with UpstreamProcess(tmp_path) as upstream:
         config = write_config(
             tmp_path,
-            relay_extra="upstream_timeout_seconds = 2\nbrowser_rate_limit_per_minute = 100000",
+            relay_extra=(
+                "upstream_timeout_seconds = 2\nbrowser_rate_limit_per_minute = 100000\n"
+                'admin_token_env = "COMET_ADMIN_TOKEN"'
+            ),
             spaces=[
                 Space(
                     extra=(

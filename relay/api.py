@@ -20,6 +20,20 @@ ACCEPTED = {"status": 202, "message": "Event accepted and queued for processing.
 _ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every 202: rendered once
 
 
+def ignore_report(*args: object) -> None:
+    """The default of a report hook: nobody listens."""
+
+
+def refusal_reason(err: RelayError) -> str:
+    """The `reason` of a refused request: its first refused field, else the kind of refusal."""
+    if err.errors:
+        return next(iter(err.errors))
+    return _REASONS.get(err.status, "body")
+
+
+_REASONS = {401: "auth", 403: "auth", 413: "too_large", 429: "rate_limit", 503: "unavailable"}
+
+
 def dedup_keys(event: dict[str, object]) -> tuple[str, ...]:
     """The keys that make a later event a duplicate of this one (CONTRACT.md §1)."""
     keys = []
@@ -90,11 +104,15 @@ class CreateEvent:
         self.clock = clock
         self.anonymous = Decision(True, 1000, 1000, 0)
         self.on_queued: Callable[[str], None] = lambda space_id: None
+        # (space id, outcome, reason, idempotency key): see relay.metrics for the outcomes
+        self.on_received: Callable[[str, str, str, str | None], None] = ignore_report
 
     async def handle(self, request: Request) -> Response:
         decision = self.anonymous
+        space_id = "-"
         try:
             space, key = self.keys.authenticate(request.headers.get("authorization"))
+            space_id = space.id
             bucket, limit = f"space:{space.id}", space.rate_limit_per_minute
             try:
                 authorize(space, key)
@@ -119,12 +137,14 @@ class CreateEvent:
                 raise Unavailable("The event could not be stored; retry the request.") from exc
         except RelayError as err:
             err.headers.update(decision.headers())
+            self.on_received(space_id, "rejected", refusal_reason(err), None)
             raise
         headers = decision.headers()
         if queued:
             self.on_queued(space.id)
         else:
             headers["Idempotent-Replayed"] = "true"
+        self.on_received(space.id, "accepted" if queued else "duplicate", "", entry.idempotency_key)
         if queued or sent_key is not None:  # a key assigned to a duplicate was never stored
             headers["Idempotency-Key"] = entry.idempotency_key
         return Response(_ACCEPTED_BODY, 202, headers, media_type="application/json")

@@ -18,8 +18,12 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from relay.api import CreateEvent
 from relay.backends import open_limiter
 from relay.browser import Collect, Demo, Snippet, static_file
+from relay.debug import Debugger, not_configured_routes
 from relay.errors import ConfigError, RelayError
-from relay.forwarder import forwarding
+from relay.forwarder import Forwarder, forwarding
+from relay.journal import Journal
+from relay.metrics import CONTENT_TYPE, Metrics, RequestTimer
+from relay.observe import Observer, configure_event_log
 from relay.openapi import openapi_schema
 from relay.ratelimit import RateLimiter
 from relay.settings import TRACK_PATH, Settings
@@ -56,14 +60,30 @@ def create_app(
     if settings.secret_keys:
         tokens = VisitorTokens(settings.secret_keys, clock=clock)
         collect = Collect(settings, limiter, outbox, tokens, clock)
+    metrics = Metrics(settings.metrics_multiproc_dir)
+    debugger = None
+    if settings.admin_token:
+        journal = Journal()
+        debugger = Debugger(settings.admin_token, journal, outbox, static_file("debug.html"), clock)
+    observer = Observer(metrics, debugger.journal if debugger else None, clock)
+    track.on_received = observer.api
+    if collect is not None:
+        collect.on_received = observer.browser
+    configure_event_log(settings.log_format)
+    forwarders: list[Forwarder] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await outbox.start()
         await limiter.start()
+        if debugger is not None:
+            debugger.start()
         try:
             if forward and any(s.upstream_url for s in settings.spaces.values()):
-                async with forwarding(settings, outbox, clock=clock) as forwarder:
+                async with forwarding(
+                    settings, outbox, clock=clock, on_settled=observer.settled
+                ) as forwarder:
+                    forwarders.append(forwarder)
                     track.on_queued = forwarder.wake
                     if collect is not None:
                         collect.on_queued = forwarder.wake
@@ -71,6 +91,9 @@ def create_app(
             else:
                 yield
         finally:
+            forwarders.clear()
+            if debugger is not None:
+                await debugger.stop()
             await limiter.close()
             await outbox.close()
 
@@ -84,16 +107,32 @@ def create_app(
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi)
 
+    async def metrics_text(request: Request) -> Response:
+        try:
+            stats = await outbox.stats()
+        except Exception:  # the counters are still worth a scrape; /readyz tells the rest
+            log.warning("outbox stats failed during a metrics scrape", exc_info=True)
+            stats = None
+        return Response(metrics.render(stats), media_type=CONTENT_TYPE)
+
+    async def readyz(request: Request) -> Response:
+        return await _readiness(settings, outbox, forwarders[0] if forwarders else None, clock)
+
     routes: list[BaseRoute] = [
         Route(TRACK_PATH, track.handle, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *(debugger.routes() if debugger is not None else not_configured_routes()),
         *_browser_routes(settings, collect),
     ]
+    templates = {r.endpoint: r.path for r in routes if isinstance(r, Route)}
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
+            Middleware(RequestTimer, metrics=metrics, routes=templates),
+            Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)),
         ],
         exception_handlers={
             RelayError: _relay_error,
@@ -105,7 +144,41 @@ def create_app(
     app.state.settings = settings
     app.state.outbox = outbox
     app.state.limiter = limiter
+    app.state.metrics = metrics
     return app
+
+
+async def _readiness(
+    settings: Settings, outbox: Outbox, forwarder: Forwarder | None, clock: Callable[[], float]
+) -> Response:
+    """200 when the store answers, with each Space's upstream state; 503 when it does not.
+
+    A Space's upstream is "paused" (with `paused_until`) while a 401/403 holds its delivery,
+    "answering" while its forwarder runs, and "not forwarded" in a process that does not
+    forward (serve --no-forward) or for a Space without an upstream.
+    """
+    try:
+        stats = await outbox.stats()
+    except Exception as exc:  # noqa: BLE001 - any failure of the store means not ready
+        log.warning("readiness: the outbox does not answer: %s", exc)
+        body = {"status": "unavailable", "store": f"not answering: {type(exc).__name__}"}
+        return JSONResponse(body, status_code=503)
+    paused = forwarder.paused() if forwarder is not None else {}
+    spaces: dict[str, object] = {}
+    for sid in settings.spaces:
+        counts = stats.spaces.get(sid, {})
+        entry: dict[str, object] = {
+            "queued": counts.get("queued", 0),
+            "dead": counts.get("dead", 0),
+        }
+        if sid not in paused:
+            entry["upstream"] = "not forwarded"
+        elif paused[sid]:
+            entry["upstream"], entry["paused_until"] = "paused", paused[sid]
+        else:
+            entry["upstream"] = "answering"
+        spaces[sid] = entry
+    return JSONResponse({"status": "ok", "store": "answering", "spaces": spaces})
 
 
 def _browser_routes(settings: Settings, collect: Collect | None) -> list[BaseRoute]:

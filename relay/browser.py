@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from relay import enrich
-from relay.api import new_event, read_body
+from relay.api import ignore_report, new_event, read_body, refusal_reason
 from relay.errors import Forbidden, RateLimited, RelayError, Unavailable
 from relay.ratelimit import RateLimiter
 from relay.settings import Settings, Space
@@ -142,6 +142,18 @@ class Collect:
         self.clock = clock
         self.bot_events = 0  # crawler events dropped since start-up
         self.on_queued: Callable[[str], None] = lambda space_id: None
+        # (space id, outcome, reason, event id): see relay.metrics for the outcomes
+        self.on_received: Callable[[str, str, str, str | None], None] = ignore_report
+
+    def _refused_space(self, request: Request) -> tuple[str, str]:
+        """The Space id and the reason of a refusal by `_space` (only called on one)."""
+        space = self.sites.get(request.query_params.get("k", ""))
+        if space is None:
+            return "-", "auth"
+        origin = request.headers.get("origin")
+        if origin is None or origin.lower() not in space.allowed_origins:
+            return space.id, "origin"
+        return space.id, "auth"
 
     def _space(self, request: Request) -> tuple[Space, dict[str, str]]:
         """The Space of the site key and the CORS headers for the request's Origin; or 403."""
@@ -178,7 +190,12 @@ class Collect:
         return Response(status_code=204, headers=cors)
 
     async def handle(self, request: Request) -> Response:
-        space, headers = self._space(request)
+        try:
+            space, headers = self._space(request)
+        except RelayError:
+            space_id, reason = self._refused_space(request)
+            self.on_received(space_id, "rejected", reason, None)
+            raise
         settings = self.settings
         visit = self.tokens.visit(request.cookies.get(settings.cookie_name))
         headers["Set-Cookie"] = cookie_header(
@@ -203,6 +220,8 @@ class Collect:
             user_agent = request.headers.get("user-agent")
             if enrich.is_bot(user_agent):
                 self.bot_events += len(events)
+                for sent in events:
+                    self.on_received(space.id, "bot", "", _event_id(sent))
                 body = {"accepted": 0, "duplicates": 0, "refused": [], "bot": True}
                 return JSONResponse(body, 202, headers)
             answer = await self._enqueue(
@@ -210,6 +229,7 @@ class Collect:
             )
         except RelayError as err:
             err.headers.update(headers)
+            self.on_received(space.id, "rejected", refusal_reason(err), None)
             raise
         return JSONResponse(answer, 202, headers)
 
@@ -222,9 +242,9 @@ class Collect:
         for index, sent in enumerate(events):
             event, errors = enrich.browser_event(sent, client, space.custom_events, now)
             if errors:
-                event_id = sent.get("event_id") if isinstance(sent, dict) else None
-                shown = event_id if isinstance(event_id, str) else None
+                shown = _event_id(sent)
                 refused.append({"index": index, "event_id": shown, "errors": errors})
+                self.on_received(space.id, "rejected", next(iter(errors), "body"), shown)
             else:
                 entries.append(new_event(space, event, now))
         queued: list[bool] = []
@@ -236,7 +256,15 @@ class Collect:
         accepted = sum(queued)
         if accepted:
             self.on_queued(space.id)
+        for entry, fresh in zip(entries, queued):
+            self.on_received(space.id, "accepted" if fresh else "duplicate", "", entry.idempotency_key)
         return {"accepted": accepted, "duplicates": len(queued) - accepted, "refused": refused}
+
+
+def _event_id(sent: object) -> str | None:
+    """The event id the snippet gave an event, if it is a string."""
+    event_id = sent.get("event_id") if isinstance(sent, dict) else None
+    return event_id if isinstance(event_id, str) else None
 
 
 class Demo:

@@ -16,7 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -93,6 +93,19 @@ class Forwarder:
         self._delivered: list[int] = []
         self._flush: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
+        # (event, state, upstream answer, seconds the request took, when it is due again):
+        # state is "delivered", "retrying", "paused" (released, the Space waits) or "dead"
+        self.on_settled: Callable[[Claimed, str, Outcome, float, float | None], None] = (
+            lambda *report: None
+        )
+
+    def paused(self) -> dict[str, float]:
+        """Each Space with an upstream: until when its delivery is paused by a 401/403 (0: not)."""
+        now = self.clock()
+        return {
+            sid: st.paused_until if st.paused_until > now else 0.0
+            for sid, st in self.states.items()
+        }
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -197,6 +210,7 @@ class Forwarder:
     async def _deliver(self, st: SpaceState, event: Claimed) -> None:
         space = st.space
         assert space.upstream_url is not None  # only Spaces with an upstream have a loop
+        started = time.perf_counter()
         try:
             outcome = await self.upstream.send(
                 space.upstream_url, space.upstream_token, event.payload, self.clock()
@@ -204,22 +218,27 @@ class Forwarder:
         except asyncio.CancelledError:
             await asyncio.shield(self.outbox.release([event.id]))
             raise
-        await self._settle(st, event, outcome)
+        await self._settle(st, event, outcome, time.perf_counter() - started)
 
-    async def _settle(self, st: SpaceState, event: Claimed, outcome: Outcome) -> None:
+    async def _settle(
+        self, st: SpaceState, event: Claimed, outcome: Outcome, seconds: float = 0.0
+    ) -> None:
         now = self.clock()
         sid = st.space.id
         if outcome.kind is Kind.DELIVERED:
             st.failures, st.pause = 0, 0.0
             st.sent += 1
             self._mark_delivered(event.id)
+            self.on_settled(event, "delivered", outcome, seconds, None)
         elif outcome.kind is Kind.SLOW_DOWN:
             delay = outcome.delay if outcome.delay is not None else 60.0
             await self.pacer.hold(sid, now + delay, now)
             log.warning("upstream asked Space %s to slow down for %.0f s", sid, delay)
             await self.outbox.retry(event.id, now + delay, outcome.status, outcome.message, now)
+            self.on_settled(event, "retrying", outcome, seconds, now + delay)
         elif outcome.kind is Kind.PAUSE:
             await self.outbox.release([event.id])
+            self.on_settled(event, "paused", outcome, seconds, None)
             if now < st.paused_until:
                 return  # a request that was already in flight when the pause began
             st.pause = PAUSE_FIRST if st.pause == 0 else min(BACKOFF_CAP, st.pause * 2)
@@ -236,13 +255,16 @@ class Forwarder:
             if now - event.received_at > self.max_age:
                 reason = f"gave up after {event.attempts + 1} attempts: {outcome.message}"
                 await self.outbox.dead(event.id, outcome.status, reason, now)
+                self.on_settled(event, "dead", replace(outcome, message=reason), seconds, None)
             else:
                 at = now + backoff(event.attempts, self.rng)
                 await self.outbox.retry(event.id, at, outcome.status, outcome.message, now)
+                self.on_settled(event, "retrying", outcome, seconds, at)
         else:
             log.warning("upstream refused event %s of Space %s for good: HTTP %s %s",
                         event.idempotency_key, sid, outcome.status, outcome.message)
             await self.outbox.dead(event.id, outcome.status, outcome.message, now)
+            self.on_settled(event, "dead", outcome, seconds, None)
 
     def _mark_delivered(self, event_id: int) -> None:
         """Mark deliveries in small batches: one commit per DELIVERED_FLUSH, not per event.
@@ -308,6 +330,7 @@ async def forwarding(
     *,
     clock: Callable[[], float] = time.time,
     shutdown_timeout: float = 10.0,
+    on_settled: Callable[[Claimed, str, Outcome, float, float | None], None] | None = None,
 ) -> AsyncIterator[Forwarder]:
     """Run a Forwarder (with its own HTTP client and pacer) for the duration of the block."""
     pacer = open_pacer(settings.database)
@@ -317,6 +340,8 @@ async def forwarding(
         async with httpx.AsyncClient(limits=limits, headers={"User-Agent": USER_AGENT}) as client:
             upstream = Upstream(client, settings.upstream_timeout_seconds)
             forwarder = Forwarder(settings, outbox, upstream, clock=clock, pacer=pacer)
+            if on_settled is not None:  # before start: no settlement goes unreported
+                forwarder.on_settled = on_settled
             forwarder.start()
             try:
                 yield forwarder

@@ -34,6 +34,9 @@ RESERVED_PATHS: Mapping[str, str] = MappingProxyType(
         "/healthz": "the health check",
         "/openapi.json": "the OpenAPI document",
         "/demo": "the demo page",
+        "/metrics": "the Prometheus metrics",
+        "/readyz": "the readiness check",
+        "/debug": "the event debugger",
     }
 )
 DEFAULT_DATA_DIR = "comet-data"
@@ -89,6 +92,11 @@ class Settings:
     browser_rate_limit_per_minute: int = 600
     max_batch_events: int = 50
     demo: bool = False  # serve /demo; only the embedded default sets it
+    # observability (issue 6)
+    log_format: str = "text"  # "json": one JSON object per log line
+    admin_token_env: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # from $admin_token_env
+    metrics_multiproc_dir: str | None = None  # $PROMETHEUS_MULTIPROC_DIR: workers share metrics
     spaces: Mapping[str, Space] = field(default_factory=dict)
     source: str = "<defaults>"
 
@@ -167,7 +175,31 @@ def _build(
     secret_keys = _secret_keys(_file_secret_keys(document, relay), env, problems if secrets else [])
     relay["secret_keys"] = secret_keys
     _check_paths(relay, problems)
+    relay["admin_token"] = _admin_token(
+        relay.get("admin_token_env"), env, problems if secrets else []
+    )
+    relay["metrics_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
     return Settings(**relay, spaces=MappingProxyType(spaces), source=path)
+
+
+def _admin_token(name: str | None, env: Mapping[str, str], problems: list[str]) -> str | None:
+    """The debugger's admin token from $`name`; a named but unset or short variable is a problem."""
+    if name is None:
+        return None
+    token = env.get(name, "")
+    if len(token) < MIN_SECRET_KEY_LENGTH:
+        problems.append(
+            f"relay.admin_token_env: ${name} must hold a token of at least "
+            f"{MIN_SECRET_KEY_LENGTH} characters"
+        )
+        return None
+    return token
+
+
+def _log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise _Bad(f'must be "text" or "json", got {_show(value)}')
+    return str(value)
 
 
 def _file_secret_keys(
@@ -443,6 +475,8 @@ _RELAY_CHECKS: dict[str, Check] = {
     "cookie_domain": _cookie_domain,
     "browser_rate_limit_per_minute": _positive_int,
     "max_batch_events": _positive_int,
+    "log_format": _log_format,
+    "admin_token_env": _env_name,
 }
 
 _SPACE_CHECKS: dict[str, Check] = {

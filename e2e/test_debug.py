@@ -1,0 +1,98 @@
+"""The debugger page in real Chromium: its token, the live list, search by id, and replay."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Page, expect
+
+from e2e.conftest import ADMIN_TOKEN, Browsing, Stack
+from e2e.test_pixel import pixel_ready, purchases
+
+PATH = "/public-api/v1/events/track"
+KEY = {"Authorization": "Bearer key-acme-write"}
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "debug.png"
+
+
+def send(stack: Stack, key: str, name: str = "purchase") -> None:
+    event = {"event_name": name, "email": "d@e.bug", "amount": 12.5, "idempotency_key": key}
+    r = httpx.post(stack.relay.url + PATH, json=event, headers=KEY, timeout=10)
+    assert r.status_code == 202, r.text
+
+
+def open_debugger(stack: Stack, b: Browsing) -> Page:
+    """The page, signed in with ?token= once (the cookie carries it from then on), live."""
+    page = b.page
+    page.goto(f"{stack.relay_origin}/debug?token={ADMIN_TOKEN}")
+    assert "token=" not in page.url  # redirected: the token does not stay in the address bar
+    expect(page.locator("#status")).to_have_text("live", timeout=5000)
+    return page
+
+
+def test_the_page_refuses_a_missing_or_wrong_token(
+    stack: Stack, browsing: Callable[..., Browsing]
+) -> None:
+    page = browsing().page
+    for url in ("/debug", "/debug?token=wrong", "/debug/events", "/debug/search?q=x"):
+        response = page.goto(stack.relay_origin + url)
+        assert response is not None and response.status == 401, url
+    r = httpx.post(f"{stack.relay.url}/debug/replay/1", timeout=5)
+    assert r.status_code == 401
+    # the cookie alone does not replay from another origin (CSRF): only the page's own origin
+    jar = open_debugger(stack, browsing()).context.cookies()
+    cookie = {c["name"]: c["value"] for c in jar}
+    assert all(c["httpOnly"] for c in jar)
+    r = httpx.post(f"{stack.relay.url}/debug/replay/1", cookies=cookie,
+                   headers={"Origin": "https://evil.example"}, timeout=5)
+    assert r.status_code == 403
+
+
+def test_an_api_event_appears_within_2_s_with_its_delivery_outcome(
+    stack: Stack, browsing: Callable[..., Browsing]
+) -> None:
+    page = open_debugger(stack, browsing())
+    send(stack, "live-1")
+    sent = time.monotonic()
+    row = page.locator('#live li[data-key="live-1"]')
+    expect(row).to_contain_text("received from API", timeout=2000)
+    expect(row).to_contain_text("delivered (202", timeout=max(0.1, 2 - (time.monotonic() - sent)) * 1000)
+    expect(row).to_contain_text("queued")
+
+
+def test_search_by_id_finds_the_pixel_event_and_its_server_twin(
+    stack: Stack, browsing: Callable[..., Browsing]
+) -> None:
+    b = browsing()
+    b.page.goto(stack.url("pixel.html", eid="order-77"))
+    pixel_ready(b.page)
+    purchases(stack, "order-77")  # the browser's purchase went through
+    send(stack, "order-77")  # the server sends its twin with the pixel's event id
+    page = open_debugger(stack, browsing())
+    page.get_by_label("Event id, idempotency key or outbox id").fill("order-77")
+    page.keyboard.press("Enter")  # the keyboard is enough
+    found = page.locator("#found li")
+    expect(found.filter(has_text="received from browser → queued")).to_have_count(1)
+    expect(found.filter(has_text="received from API → duplicate")).to_have_count(1)
+    expect(found.filter(has_text="delivered (202")).to_have_count(1)
+
+
+def test_replay_a_dead_event_from_the_page(stack: Stack, browsing: Callable[..., Browsing]) -> None:
+    page = open_debugger(stack, browsing())
+    stack.upstream.control(script=[{"status": 422, "message": "email domain is blocked"}],
+                           default={"status": 202})
+    send(stack, "dead-1")
+    row = page.locator('#live li[data-key="dead-1"]')
+    expect(row).to_contain_text("dead (422 email domain is blocked", timeout=10000)
+    send(stack, "fine-1", "lead_generated")  # something delivered too, for the picture
+    button = row.get_by_role("button", name="Replay dead event dead-1")
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(row).to_contain_text("replayed", timeout=5000)
+    expect(row).to_contain_text("delivered (202", timeout=10000)
+    assert len(stack.with_key("dead-1")) == 1
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1100, "height": 800})
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
