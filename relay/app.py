@@ -28,6 +28,7 @@ from relay.openapi import openapi_schema
 from relay.ratelimit import RateLimiter
 from relay.settings import TRACK_PATH, Settings
 from relay.store import Outbox, open_outbox
+from relay.store.base import QueueAges
 from relay.tokens import VisitorTokens
 
 log = logging.getLogger("relay")
@@ -108,12 +109,15 @@ def create_app(
         return JSONResponse(openapi)
 
     async def metrics_text(request: Request) -> Response:
+        oldest = None
         try:
             stats = await outbox.stats()
+            if isinstance(outbox, QueueAges):
+                oldest = await outbox.oldest_queued()
         except Exception:  # the counters are still worth a scrape; /readyz tells the rest
             log.warning("outbox stats failed during a metrics scrape", exc_info=True)
             stats = None
-        return Response(metrics.render(stats), media_type=CONTENT_TYPE)
+        return Response(metrics.render(stats, oldest, clock()), media_type=CONTENT_TYPE)
 
     async def readyz(request: Request) -> Response:
         return await _readiness(settings, outbox, forwarders[0] if forwarders else None, clock)

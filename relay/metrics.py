@@ -17,7 +17,9 @@ Counters and histograms (every name starts with `comet_`):
 
 Gauges read from the outbox at scrape time (so they are right whatever process scrapes):
 `comet_queue_depth{space}` (queued events, retrying ones included) and
-`comet_outbox_events{space, state}` (queued, retrying, delivered, dead).
+`comet_outbox_events{space, state}` (queued, retrying, delivered, dead), and, when the outbox
+can tell cheaply (SQLite; see `QueueAges`), `comet_oldest_queued_age_seconds{space, priority}`
+with priority "conversion" or "page_view".
 
 Several worker processes: set PROMETHEUS_MULTIPROC_DIR to an empty directory writable by
 every worker (and empty it before each start). prometheus_client then keeps the counters and
@@ -35,10 +37,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from relay.store.base import OutboxStats
+from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, OutboxStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NO_SPACE = "-"
+PRIORITY_NAMES = {PRIORITY_CONVERSION: "conversion", PRIORITY_PAGE_VIEW: "page_view"}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -103,8 +106,14 @@ class Metrics:
 
     # exposition ---------------------------------------------------------------------------
 
-    def render(self, stats: OutboxStats | None) -> bytes:
-        """Every metric in the text format, with the outbox gauges of `stats` (None: left out)."""
+    def render(
+        self,
+        stats: OutboxStats | None,
+        oldest: Mapping[tuple[str, int], float] | None = None,
+        now: float = 0.0,
+    ) -> bytes:
+        """Every metric in the text format, with the outbox gauges of `stats` (None: left out)
+        and the age at `now` of each (Space, priority)'s oldest queued event from `oldest`."""
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)
@@ -113,7 +122,7 @@ class Metrics:
             text = generate_latest(self.registry)
         if stats is not None:
             gauges = CollectorRegistry()
-            gauges.register(_OutboxCollector(stats))
+            gauges.register(_OutboxCollector(stats, oldest or {}, now))
             text += generate_latest(gauges)
         return text
 
@@ -121,8 +130,12 @@ class Metrics:
 class _OutboxCollector:
     """The outbox's counts as gauges, from one `stats()` snapshot."""
 
-    def __init__(self, stats: OutboxStats) -> None:
+    def __init__(
+        self, stats: OutboxStats, oldest: Mapping[tuple[str, int], float], now: float
+    ) -> None:
         self.stats = stats
+        self.oldest = oldest
+        self.now = now
 
     def collect(self) -> list[GaugeMetricFamily]:
         depth = GaugeMetricFamily("comet_queue_depth", "Queued events (retrying included).",
@@ -133,7 +146,12 @@ class _OutboxCollector:
             depth.add_metric((space,), counts.get("queued", 0))
             for state in ("queued", "retrying", "delivered", "dead"):
                 states.add_metric((space, state), counts.get(state, 0))
-        return [depth, states]
+        age = GaugeMetricFamily("comet_oldest_queued_age_seconds",
+                                "Age of the oldest queued event.", labels=("space", "priority"))
+        for (space, priority), received_at in sorted(self.oldest.items()):
+            name = PRIORITY_NAMES.get(priority, str(priority))
+            age.add_metric((space, name), max(0.0, self.now - received_at))
+        return [depth, states, age]
 
 
 class RequestTimer:

@@ -46,7 +46,8 @@ def received(seen: Samples, source: str, outcome: str, reason: str = "", space: 
 
 def test_ingest_outcomes_are_counted_by_space_source_outcome_and_reason(tmp_path: Path) -> None:
     config = write_config(tmp_path, relay_extra="max_body_bytes = 2000")
-    app = create_app(load(str(config), os.environ), forward=False)
+    now = [1_800_000_000.0]
+    app = create_app(load(str(config), os.environ), forward=False, clock=lambda: now[0])
 
     async def scenario() -> tuple[int, str, str]:
         await app.state.outbox.start()
@@ -77,6 +78,7 @@ def test_ingest_outcomes_are_counted_by_space_source_outcome_and_reason(tmp_path
                 r = await c.post("/e?k=pk_acme", json=batch, headers={**ORIGIN, "User-Agent": BOT})
                 assert r.json()["bot"] is True
                 assert (await c.get("/no/such/path")).status_code == 404
+                now[0] += 90.0
                 scrape = await c.get("/metrics")
         finally:
             await app.state.outbox.close()
@@ -99,6 +101,9 @@ def test_ingest_outcomes_are_counted_by_space_source_outcome_and_reason(tmp_path
     # queue depth read from the outbox at scrape time: one API event, one page view
     assert value(seen, "comet_queue_depth", space="acme") == 2
     assert value(seen, "comet_outbox_events", space="acme", state="queued") == 2
+    age = "comet_oldest_queued_age_seconds"
+    assert value(seen, age, space="acme", priority="conversion") == 90.0
+    assert value(seen, age, space="acme", priority="page_view") == 90.0
     # request latency per route template; unmatched paths are one label, not one per path
     assert value(seen, "comet_request_duration_seconds_count", route=PATH, method="POST") == 5
     assert value(seen, "comet_request_duration_seconds_count", route="/e", method="POST") == 4
@@ -161,3 +166,4 @@ def test_deliveries_retries_and_dead_letters_by_status(
     assert value(seen, "comet_upstream_duration_seconds_count", space="acme") == 4
     assert value(seen, "comet_outbox_events", space="acme", state="dead") == 1
     assert value(seen, "comet_queue_depth", space="acme") == 0
+    assert not [name for name, _ in seen if name == "comet_oldest_queued_age_seconds"]

@@ -217,6 +217,18 @@ class ChangeFeed(Protocol):
         ...
 
 
+@runtime_checkable
+class QueueAges(Protocol):
+    """An outbox that can tell, cheaply, how old the oldest queued event is.
+
+    Kept apart from `Outbox` (as `ChangeFeed` is); `isinstance(outbox, QueueAges)` tells.
+    """
+
+    async def oldest_queued(self) -> dict[tuple[str, int], float]:
+        """(Space id, priority) -> `received_at` of its oldest queued event; absent if none."""
+        ...
+
+
 async def follow(
     outbox: ChangeFeed,
     interval: float = 1.0,

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.errors import Unavailable
-from relay.store.base import Change, ChangePage, Claimed, DeadEvent, NewEvent, OutboxStats
+from relay.store.base import (
+    PRIORITY_CONVERSION,
+    PRIORITY_PAGE_VIEW,
+    Change,
+    ChangePage,
+    Claimed,
+    DeadEvent,
+    NewEvent,
+    OutboxStats,
+)
 from relay.store.coalesce import Coalescer, Pending, fail_all
 
 T = TypeVar("T")
@@ -606,6 +615,27 @@ class SQLiteOutbox:
                 counts[bucket] = n
                 setattr(stats, bucket, getattr(stats, bucket) + n)
             return stats
+
+        return await self._read(work)
+
+    async def oldest_queued(self) -> dict[tuple[str, int], float]:
+        """See `QueueAges.oldest_queued`; one index seek per Space and priority."""
+
+        def work(conn: sqlite3.Connection) -> dict[tuple[str, int], float]:
+            spaces = [space for (space,) in conn.execute(
+                "SELECT DISTINCT space FROM outbox_counts WHERE bucket = 'queued' AND n != 0"
+            )]
+            oldest: dict[tuple[str, int], float] = {}
+            for space in spaces:
+                for priority in (PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW):
+                    row = conn.execute(
+                        "SELECT received_at FROM outbox WHERE status = 'queued' AND space = ? "
+                        "AND priority = ? ORDER BY id LIMIT 1",
+                        (space, priority),
+                    ).fetchone()
+                    if row is not None:
+                        oldest[(space, priority)] = row[0]
+            return oldest
 
         return await self._read(work)
 
