@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,8 @@ from e2e.test_pixel import pixel_ready, purchases
 
 PATH = "/public-api/v1/events/track"
 KEY = {"Authorization": "Bearer key-acme-write"}
+# The README's picture; rewritten only when asked (UPDATE_SCREENSHOTS=1), so a test run
+# leaves the checkout clean.
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "debug.png"
 
 
@@ -79,7 +82,9 @@ def test_search_by_id_finds_the_pixel_event_and_its_server_twin(
     expect(found.filter(has_text="delivered (202")).to_have_count(1)
 
 
-def test_replay_a_dead_event_from_the_page(stack: Stack, browsing: Callable[..., Browsing]) -> None:
+def test_replay_a_dead_event_from_the_page(
+    stack: Stack, browsing: Callable[..., Browsing], tmp_path: Path
+) -> None:
     page = open_debugger(stack, browsing())
     stack.upstream.control(script=[{"status": 422, "message": "email domain is blocked"}],
                            default={"status": 202})
@@ -99,6 +104,8 @@ def test_replay_a_dead_event_from_the_page(stack: Stack, browsing: Callable[...,
     expect(row.get_by_text("replayed")).to_be_visible()
     # the chart follows the sightings: the summary for screen readers says what it draws
     expect(page.locator("#chart-summary")).to_contain_text("2 received, 2 delivered", timeout=5000)
-    SCREENSHOT.parent.mkdir(exist_ok=True)
     page.set_viewport_size({"width": 1100, "height": 800})
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    update = os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    shot = SCREENSHOT if update else tmp_path / "debug.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
