@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from relay import schema
@@ -76,10 +76,14 @@ async def read_body(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(_too_large(limit, advice))
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(_too_large(limit, advice))
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(_too_large(limit, advice))
+    except ClientDisconnect:
+        # The sender hung up mid-body: nothing was accepted and nobody reads the answer.
+        raise RelayError("The client went away before sending the whole body.") from None
     return bytes(body)
 
 
