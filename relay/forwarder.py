@@ -276,15 +276,16 @@ class Forwarder:
             self._flush = asyncio.create_task(self._flush_delivered(DELIVERED_FLUSH))
 
     async def _flush_delivered(self, after: float = 0.0) -> None:
-        if after:
-            await _first(self.sleep(after), self._stopping.wait())
-        ids, self._delivered = self._delivered, []
-        if not ids:
-            return
-        try:
-            await self.outbox.delivered(ids, self.clock())
-        except Exception:  # their leases run out and they are sent again: at-least-once
-            log.exception("could not mark %d delivered events; they will be sent again", len(ids))
+        # Loops until nothing is left: deliveries that finish while a write is under way
+        # schedule no flush of their own, and must not wait for their leases to run out.
+        while self._delivered:
+            if after:
+                await _first(self.sleep(after), self._stopping.wait())
+            ids, self._delivered = self._delivered, []
+            try:
+                await self.outbox.delivered(ids, self.clock())
+            except Exception:  # their leases run out and they are sent again: at-least-once
+                log.exception("could not mark %d delivered events; they will be sent again", len(ids))
 
     async def _release_buffer(self, st: SpaceState) -> None:
         if st.buffer:
