@@ -53,6 +53,8 @@ class SpaceState:
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
+    per_second: int = 1  # most starts in any sliding second: leaves the +1 for jitter
+    starts: deque[float] = field(default_factory=deque)  # start times of the last second
 
 
 class Forwarder:
@@ -162,6 +164,13 @@ class Forwarder:
         if len(st.inflight) >= self.concurrency:
             await asyncio.wait(st.inflight, return_when=asyncio.FIRST_COMPLETED)
             return
+        # After a stall several due slots may come at once; never start more than rate/60 in
+        # a second, so network jitter cannot push the upstream's count past rate/60 + 1.
+        while st.starts and now - st.starts[0] >= 1.0:
+            st.starts.popleft()
+        if len(st.starts) >= st.per_second:
+            await self._nap(st, st.starts[0] + 1.0 - now, wakeable=False)
+            return
         event = await self._next_event(st, now)
         if event is None:
             due = await self.outbox.next_due(st.space.id)
@@ -181,6 +190,7 @@ class Forwarder:
             if self._stopping.is_set():
                 st.buffer.appendleft(event)  # released by stop()
                 return
+        st.starts.append(self.clock())
         task = asyncio.create_task(self._deliver(st, event))
         st.inflight.add(task)
         task.add_done_callback(st.inflight.discard)
@@ -310,6 +320,7 @@ def _state(space: Space) -> SpaceState:
         space=space,
         interval=60.0 / space.upstream_rate_per_minute,
         batch=max(1, min(20, math.ceil(per_second * 0.25))),
+        per_second=max(1, math.ceil(per_second)),
     )
 
 
