@@ -179,7 +179,6 @@ def _fill_outbox(database: str) -> None:
 
 
 def test_outbox_stats_counts_per_space(tmp_path: Path) -> None:
-    pytest.importorskip("relay.store.sqlite")
     path = write(tmp_path, GOOD)
     _fill_outbox(str(tmp_path / "relay.db"))
 
