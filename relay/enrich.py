@@ -3,13 +3,15 @@
 The browser may not set `ip`, `user_agent`, `comet_token` or `idempotency_key`: whatever it
 sends for them is dropped without a word (the snippet never sends them, so only a forger
 would, and refusing the event would only lose it). The relay sets them from the request:
-`ip` only together with a `fingerprint`, since the API refuses one without the other;
+`ip` only together with a `fingerprint`, since the API refuses one without the other (with
+no usable client address the fingerprint is dropped instead);
 `idempotency_key` from the event's `event_id`, so the browser pixel and the relay share it.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,6 +75,40 @@ class Client:
     ip: str | None
     user_agent: str | None
     comet_token: str
+
+
+def client_address(host: str | None) -> str | None:
+    """The client's IP address in canonical form, or None when `host` is not an IP address.
+
+    `host` is the peer address, or the right-most untrusted `X-Forwarded-For` hop when the
+    peer is a trusted proxy (uvicorn's ProxyHeadersMiddleware). A proxy may put a word there
+    (`unknown`, an obfuscated `_hidden`), and no such word may become an event's `ip`. An
+    IPv4 address mapped into IPv6 (a dual-stack socket) is given as the IPv4 address.
+    """
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def rate_key(host: str | None) -> str:
+    """The per-client rate-limit bucket of a client address.
+
+    An IPv6 client owns at least a /64 (one home, one phone): a bucket per IPv6 address would
+    give each of them 2**64 buckets, so the bucket is the /64. Anything that is not an IP
+    address shares one bucket: it cannot be told apart.
+    """
+    address = client_address(host)
+    if address is None:
+        return "ip:?"
+    if ":" in address:
+        return f"ip:{ipaddress.ip_network(address.split('%')[0] + '/64', strict=False)}"
+    return f"ip:{address}"
 
 
 def parse_batch(raw: bytes, max_events: int) -> list[object]:
@@ -167,8 +203,12 @@ def browser_event(
         for name, value in attribution_from_url(url).items():
             if event.get(name) is None:
                 event[name] = value
-    if event.get("fingerprint") is not None and client.ip:
-        event["ip"] = client.ip
+    if event.get("fingerprint") is not None:
+        ip = client_address(client.ip)
+        if ip:
+            event["ip"] = ip
+        else:  # the API takes a fingerprint only with an ip; the comet_token identifies anyway
+            del event["fingerprint"]
     if client.user_agent:
         event["user_agent"] = client.user_agent
     event["comet_token"] = client.comet_token
