@@ -22,13 +22,12 @@ from relay.debug import Debugger, not_configured_routes
 from relay.errors import ConfigError, RelayError
 from relay.forwarder import Forwarder, forwarding
 from relay.journal import Journal
-from relay.metrics import CONTENT_TYPE, Metrics, RequestTimer
+from relay.metrics import CONTENT_TYPE, Metrics, RequestTimer, scrape
 from relay.observe import Observer, configure_event_log
 from relay.openapi import openapi_schema
 from relay.ratelimit import RateLimiter
 from relay.settings import TRACK_PATH, Settings
 from relay.store import Outbox, open_outbox
-from relay.store.base import QueueAges
 from relay.tokens import VisitorTokens
 
 log = logging.getLogger("relay")
@@ -109,15 +108,7 @@ def create_app(
         return JSONResponse(openapi)
 
     async def metrics_text(request: Request) -> Response:
-        oldest = None
-        try:
-            stats = await outbox.stats()
-            if isinstance(outbox, QueueAges):
-                oldest = await outbox.oldest_queued()
-        except Exception:  # the counters are still worth a scrape; /readyz tells the rest
-            log.warning("outbox stats failed during a metrics scrape", exc_info=True)
-            stats = None
-        return Response(metrics.render(stats, oldest, clock()), media_type=CONTENT_TYPE)
+        return Response(await scrape(metrics, outbox, clock()), media_type=CONTENT_TYPE)
 
     async def readyz(request: Request) -> Response:
         return await _readiness(settings, outbox, forwarders[0] if forwarders else None, clock)

@@ -29,6 +29,7 @@ it each process counts on its own, which is right for one process.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,8 +38,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, OutboxStats
+from relay.store.base import (
+    PRIORITY_CONVERSION,
+    PRIORITY_PAGE_VIEW,
+    Outbox,
+    OutboxStats,
+    QueueAges,
+    QueueFigures,
+)
 
+log = logging.getLogger("relay")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NO_SPACE = "-"
 PRIORITY_NAMES = {PRIORITY_CONVERSION: "conversion", PRIORITY_PAGE_VIEW: "page_view"}
@@ -107,13 +116,11 @@ class Metrics:
     # exposition ---------------------------------------------------------------------------
 
     def render(
-        self,
-        stats: OutboxStats | None,
-        oldest: Mapping[tuple[str, int], float] | None = None,
-        now: float = 0.0,
+        self, stats: OutboxStats | None, queue: QueueFigures | None = None, now: float = 0.0
     ) -> bytes:
-        """Every metric in the text format, with the outbox gauges of `stats` (None: left out)
-        and the age at `now` of each (Space, priority)'s oldest queued event from `oldest`."""
+        """Every metric in the text format, with the outbox gauges of `stats` (None: left out),
+        the depth of each (Space, priority) from `queue` and the age at `now` of its oldest
+        queued event."""
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.multiprocess_dir)
@@ -122,7 +129,7 @@ class Metrics:
             text = generate_latest(self.registry)
         if stats is not None:
             gauges = CollectorRegistry()
-            gauges.register(_OutboxCollector(stats, oldest or {}, now))
+            gauges.register(_OutboxCollector(stats, queue or QueueFigures(), now))
             text += generate_latest(gauges)
         return text
 
@@ -130,28 +137,45 @@ class Metrics:
 class _OutboxCollector:
     """The outbox's counts as gauges, from one `stats()` snapshot."""
 
-    def __init__(
-        self, stats: OutboxStats, oldest: Mapping[tuple[str, int], float], now: float
-    ) -> None:
+    def __init__(self, stats: OutboxStats, queue: QueueFigures, now: float) -> None:
         self.stats = stats
-        self.oldest = oldest
+        self.queue = queue
         self.now = now
 
     def collect(self) -> list[GaugeMetricFamily]:
         depth = GaugeMetricFamily("comet_queue_depth", "Queued events (retrying included).",
-                                  labels=("space",))
+                                  labels=("space", "priority"))
         states = GaugeMetricFamily("comet_outbox_events", "Events in the outbox, by state.",
                                    labels=("space", "state"))
-        for space, counts in sorted(self.stats.spaces.items()):
-            depth.add_metric((space,), counts.get("queued", 0))
+        depths: dict[tuple[str, int], int] = {}
+        for space, counts in self.stats.spaces.items():
+            depths.update(((space, p), 0) for p in PRIORITY_NAMES)  # a series per Space
             for state in ("queued", "retrying", "delivered", "dead"):
                 states.add_metric((space, state), counts.get(state, 0))
+        depths.update(self.queue.depth)
+        for (space, priority), n in sorted(depths.items()):
+            depth.add_metric((space, PRIORITY_NAMES.get(priority, str(priority))), n)
         age = GaugeMetricFamily("comet_oldest_queued_age_seconds",
                                 "Age of the oldest queued event.", labels=("space", "priority"))
-        for (space, priority), received_at in sorted(self.oldest.items()):
+        for (space, priority), received_at in sorted(self.queue.oldest.items()):
             name = PRIORITY_NAMES.get(priority, str(priority))
             age.add_metric((space, name), max(0.0, self.now - received_at))
         return [depth, states, age]
+
+
+async def scrape(metrics: Metrics, outbox: Outbox, now: float) -> bytes:
+    """What GET /metrics answers, in `serve` and in `forward --metrics-port`: the counters
+    and histograms, and the outbox gauges read now (left out, with a warning, if the outbox
+    fails: the counters are still worth a scrape, and /readyz tells the rest)."""
+    queue = None
+    try:
+        stats = await outbox.stats()
+        if isinstance(outbox, QueueAges):
+            queue = await outbox.queue_figures()
+    except Exception:  # any failure of the store leaves the gauges out
+        log.warning("outbox stats failed during a metrics scrape", exc_info=True)
+        stats = None
+    return metrics.render(stats, queue, now)
 
 
 class RequestTimer:

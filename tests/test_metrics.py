@@ -45,6 +45,14 @@ def received(seen: Samples, source: str, outcome: str, reason: str = "", space: 
                  outcome=outcome, reason=reason)
 
 
+def space_depth(seen: Samples, space: str = "acme") -> float:
+    """The Space's queue depth over both priorities."""
+    return sum(
+        value(seen, "comet_queue_depth", space=space, priority=priority)
+        for priority in ("conversion", "page_view")
+    )
+
+
 def test_ingest_outcomes_are_counted_by_space_source_outcome_and_reason(tmp_path: Path) -> None:
     config = write_config(tmp_path, relay_extra="max_body_bytes = 2000")
     now = [1_800_000_000.0]
@@ -100,7 +108,8 @@ def test_ingest_outcomes_are_counted_by_space_source_outcome_and_reason(tmp_path
     assert received(seen, "browser", "rejected", "auth", space="-") == 1
     assert received(seen, "browser", "bot") == 3
     # queue depth read from the outbox at scrape time: one API event, one page view
-    assert value(seen, "comet_queue_depth", space="acme") == 2
+    assert value(seen, "comet_queue_depth", space="acme", priority="conversion") == 1
+    assert value(seen, "comet_queue_depth", space="acme", priority="page_view") == 1
     assert value(seen, "comet_outbox_events", space="acme", state="queued") == 2
     age = "comet_oldest_queued_age_seconds"
     assert value(seen, age, space="acme", priority="conversion") == 90.0
@@ -151,7 +160,7 @@ def test_deliveries_retries_and_dead_letters_by_status(
         def settled() -> Samples | None:
             seen = samples(c.get("/metrics").text)
             done = value(seen, "comet_deliveries_total", space="acme", status="202") >= 2
-            done = done and value(seen, "comet_queue_depth", space="acme") == 0
+            done = done and (space_depth(seen) == 0)
             return seen if done else None
 
         seen = wait_for(settled, 20, "two deliveries after a retry and a dead letter")
@@ -169,5 +178,5 @@ def test_deliveries_retries_and_dead_letters_by_status(
     assert value(seen, "comet_dead_letters_total", space="acme") == 1
     assert value(seen, "comet_upstream_duration_seconds_count", space="acme") == 4
     assert value(seen, "comet_outbox_events", space="acme", state="dead") == 1
-    assert value(seen, "comet_queue_depth", space="acme") == 0
+    assert space_depth(seen) == 0
     assert not [name for name, _ in seen if name == "comet_oldest_queued_age_seconds"]

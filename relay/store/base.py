@@ -217,15 +217,31 @@ class ChangeFeed(Protocol):
         ...
 
 
+@dataclass
+class QueueFigures:
+    """The queue by (Space id, priority), as `QueueAges.queue_figures` reports it.
+
+    `depth`: how many events are queued (retrying and leased ones included), so the depths of
+    a Space add up to its `OutboxStats` "queued" count. `oldest`: the `received_at` of the
+    oldest queued event (the first accepted of those still queued). A (Space, priority) with
+    nothing queued is absent from both.
+    """
+
+    depth: dict[tuple[str, int], int] = field(default_factory=dict)
+    oldest: dict[tuple[str, int], float] = field(default_factory=dict)
+
+
 @runtime_checkable
 class QueueAges(Protocol):
-    """An outbox that can tell, cheaply, how old the oldest queued event is.
+    """An outbox that can tell, cheaply, how deep its queue is and how old its oldest queued
+    event is, by Space and priority.
 
     Kept apart from `Outbox` (as `ChangeFeed` is); `isinstance(outbox, QueueAges)` tells.
     """
 
-    async def oldest_queued(self) -> dict[tuple[str, int], float]:
-        """(Space id, priority) -> `received_at` of its oldest queued event; absent if none."""
+    async def queue_figures(self) -> QueueFigures:
+        """Depth and oldest `received_at` per (Space id, priority), from one snapshot per
+        Space; cheap enough for every metrics scrape."""
         ...
 
 

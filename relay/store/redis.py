@@ -30,6 +30,9 @@ Keys of Space S (the `{S}` hash tag keeps them in one Redis Cluster slot):
     comet:{S}:log      stream  each step (accepted, retrying, delivered, dead, replayed) with
                                the event's name and key, for `changes`; trimmed to the last
                                hour by Redis's clock (about 100 bytes a step)
+    comet:{S}:queued:0 zset    every queued conversion, wherever it is (ready, wait or
+                               leased); score = seq, so its first is the oldest (metrics)
+    comet:{S}:queued:1 zset    every queued page view, the same
 
 A queued event is in exactly one of: a ready set (plus readyat), wait, or leased. A delivered
 event is dropped at once (Redis memory is RAM) and only counted until pruned: in `done` for a
@@ -38,22 +41,25 @@ retention costs at most 604,800 small entries, however busy the shop. `prune` is
 events delivered in the minute before; older ones go by whole seconds (a second holding the
 cutoff waits for the next prune).
 
-Scripts: every per-Space script gets the fifteen keys above, in that order, as KEYS, and
+Scripts: every per-Space script gets the seventeen keys above, in that order, as KEYS, and
 touches no other key, so a Space's script runs in its slot on a Cluster. What each uses:
 
-    enqueue       seq ev ready:* readyat dedup counts log  dedup and insert, in one script
+    enqueue       seq ev ready:* readyat dedup counts log queued:*
+                                                        dedup and insert, in one script
     claim         ev ready:* readyat wait leased        promote due waits and expired leases,
                                                         then lease the first n: ready:0, ready:1
-    delivered     ev ready:* readyat wait leased dead done done:s done:n counts log
+    delivered     ev ready:* readyat wait leased dead done done:s done:n counts log queued:*
     retry         ev ready:* readyat wait leased counts log
-    dead          ev ready:* readyat wait leased dead counts log
+    dead          ev ready:* readyat wait leased dead counts log queued:*
     release       ev ready:* readyat leased
-    replay        ev ready:* readyat dead counts log
+    replay        ev ready:* readyat dead counts log queued:*
     prune         done done:s done:n dedup counts       one chunk per call
     next_due      readyat wait leased                   read only
     dead_letters  ev dead                               read only
-    import        seq ev ready:* readyat wait dead dedup counts migrated
+    import        seq ev ready:* readyat wait dead dedup counts migrated queued:*
     changes       log counts                            read only
+    queue_figures ev ready:* wait leased counts queued:*  read only, unless queued:* must be
+                                                        rebuilt (see `RedisOutbox.queue_figures`)
 
 The one global key, `comet:spaces` (hash: `s:<space>` -> number, `n:<number>` -> space,
 `last`), is touched only by its own `register` script, once per Space and process (cached),
@@ -107,6 +113,7 @@ from relay.store.base import (
     DeadEvent,
     NewEvent,
     OutboxStats,
+    QueueFigures,
 )
 from relay.store.coalesce import Coalescer, Pending, fail_all
 
@@ -121,7 +128,7 @@ PROMOTE = 1000  # due retries and expired leases made claimable per claim, at mo
 BUCKETS = ("queued", "retrying", "delivered", "dead")
 SPACE_KEYS = (
     "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "done:s",
-    "done:n", "dedup", "counts", "migrated", "log",
+    "done:n", "dedup", "counts", "migrated", "log", "queued:0", "queued:1",
 )  # fmt: skip
 EVENT_HEAD = struct.Struct("<dddBH")  # an enqueued event's numbers; see ENQUEUE
 LENGTH = struct.Struct("<I")
@@ -137,6 +144,7 @@ local EXACT_SECONDS = {EXACT_SECONDS}
 local K_SEQ, K_EV, K_READY0, K_READY1, K_READYAT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local K_WAIT, K_LEASED, K_DEAD, K_DONE, K_DONE_S = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local K_DONE_N, K_DEDUP, K_COUNTS, K_MIGRATED, K_LOG = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local K_QUEUED0, K_QUEUED1 = KEYS[16], KEYS[17]
 
 local function load(seq)
   local raw = redis.call('HGET', K_EV, seq)
@@ -171,9 +179,20 @@ local function unqueue(seq, e)
   redis.call('ZREM', K_READYAT, seq)
 end
 
-local function count_queued(e, sign)
+local function queued_key(e)
+  if e.p == 0 then return K_QUEUED0 end
+  return K_QUEUED1
+end
+
+-- An event enters (sign 1) or leaves (-1) the queue: the counts and its priority's index.
+local function count_queued(seq, e, sign)
   count('queued', sign)
   if e.a > 0 then count('retrying', sign) end
+  if sign > 0 then
+    redis.call('ZADD', queued_key(e), seq, seq)
+  else
+    redis.call('ZREM', queued_key(e), seq)
+  end
 end
 
 local function num(x)
@@ -238,6 +257,7 @@ while pos <= #blob do
     local e = {p = priority, n = name, k = key, b = payload, r = received, t = now, a = 0, s = 'q'}
     save(seq, e)
     make_ready(seq, e)
+    redis.call('ZADD', queued_key(e), seq, seq)
     log(seq, e, 'accepted', received, 0)
     queued = queued + 1
     out[#out + 1] = '1'
@@ -301,7 +321,7 @@ for i = 2, #ARGV do
   if e then
     if e.s == 'q' then
       unqueue(seq, e)
-      count_queued(e, -1)
+      count_queued(seq, e, -1)
     else
       redis.call('ZREM', K_DEAD, seq)
       count('dead', -1)
@@ -339,7 +359,7 @@ local seq = ARGV[1]
 local e = load(seq)
 if not e or e.s ~= 'q' then return 0 end
 unqueue(seq, e)
-count_queued(e, -1)
+count_queued(seq, e, -1)
 e.a, e.s, e.ls, e.lm, e.x = e.a + 1, 'd', tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 save(seq, e)
 redis.call('ZADD', K_DEAD, seq, seq)
@@ -373,7 +393,7 @@ local function replay(seq)
   make_ready(seq, e)
   log(seq, e, 'replayed', now, e.a, e.ls, e.lm)
   count('dead', -1)
-  count_queued(e, 1)
+  count_queued(seq, e, 1)
   replayed = replayed + 1
 end
 
@@ -486,7 +506,7 @@ for _ = 1, events do
       count('dead', 1)
     else
       if e.t <= now then make_ready(seq, e) else redis.call('ZADD', K_WAIT, e.t, seq) end
-      count_queued(e, 1)
+      count_queued(seq, e, 1)
     end
     imported = imported + 1
   end
@@ -496,6 +516,32 @@ for j = i, #ARGV, 2 do
   redis.call('ZADD', K_DEDUP, 'GT', ARGV[j + 1], ARGV[j])
 end
 return imported
+"""
+
+# No ARGV. Returns, for conversions then page views: how many are queued, and the received_at
+# of the oldest (false if none). First rebuilds the queued:* indexes from the sets if they do
+# not add up to the queued count: Redis data written by a relay from before they existed.
+QUEUE_FIGURES = """
+local queued = tonumber(redis.call('HGET', K_COUNTS, 'queued')) or 0
+if redis.call('ZCARD', K_QUEUED0) + redis.call('ZCARD', K_QUEUED1) ~= queued then
+  redis.call('DEL', K_QUEUED0, K_QUEUED1)
+  redis.call('ZUNIONSTORE', K_QUEUED0, 1, K_READY0)  -- scored by seq, as the ready sets are
+  redis.call('ZUNIONSTORE', K_QUEUED1, 1, K_READY1)
+  for _, key in ipairs({K_WAIT, K_LEASED}) do
+    for _, seq in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      local e = load(seq)
+      if e then redis.call('ZADD', queued_key(e), seq, seq) end
+    end
+  end
+end
+local out = {}
+for _, key in ipairs({K_QUEUED0, K_QUEUED1}) do
+  local first = redis.call('ZRANGE', key, 0, 0)
+  local e = first[1] and load(first[1])
+  out[#out + 1] = redis.call('ZCARD', key)
+  out[#out + 1] = e and num(e.r) or false
+end
+return out
 """
 
 # KEYS: the registry. ARGV: a Space. Returns the Space's number, assigning the next one.
@@ -527,6 +573,7 @@ SCRIPTS = {
         _space_script("dead_letters", DEAD_LETTERS),
         _space_script("import", IMPORT),
         _space_script("changes", CHANGES),
+        _space_script("queue_figures", QUEUE_FIGURES),
         Script("register", REGISTER),
     ]
 }
@@ -782,6 +829,29 @@ class RedisOutbox:
                 for bucket, n in counts.items():
                     setattr(stats, bucket, getattr(stats, bucket) + n)
         return stats
+
+    async def queue_figures(self) -> QueueFigures:
+        """See `QueueAges.queue_figures`: one script per Space, all in one pipeline, each
+        reading the size and the first member of the Space's two queued:* indexes (and one
+        event each for its received_at), so a scrape costs O(Spaces x log queued).
+
+        Events queued by a relay from before the indexes existed are added to them by the
+        first call that finds them missing, in one O(queued) script per Space.
+        """
+        spaces = await self._spaces()
+        none: list[Any] = []
+        calls = [(SCRIPTS["queue_figures"], self._keys(s), none) for s in spaces]
+        figures = QueueFigures()
+        for space, result in zip(spaces, await self.link.run(calls)):
+            flat = ok(result)
+            for priority, depth, oldest in (
+                (PRIORITY_CONVERSION, flat[0], flat[1]), (PRIORITY_PAGE_VIEW, flat[2], flat[3])
+            ):
+                if int(depth) > 0:
+                    figures.depth[(space, priority)] = int(depth)
+                    if oldest is not None:
+                        figures.oldest[(space, priority)] = float(oldest)
+        return figures
 
     # following: ChangeFeed --------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from relay.store.base import (
     DeadEvent,
     NewEvent,
     OutboxStats,
+    QueueFigures,
 )
 from relay.store.coalesce import Coalescer, Pending, fail_all
 
@@ -149,6 +150,16 @@ WHERE space = ? AND status = 'queued' AND next_attempt_at <= ?
   AND (lease_until IS NULL OR lease_until <= ?)
 ORDER BY priority, id
 LIMIT ?
+"""
+
+# queue_figures: both stay inside the claim index's (space, priority) range
+QUEUED_OF_PRIORITY = """
+SELECT count(*) FROM outbox INDEXED BY outbox_claim
+WHERE space = ? AND priority = ? AND status = 'queued'
+"""
+OLDEST_OF_PRIORITY = """
+SELECT received_at FROM outbox INDEXED BY outbox_claim
+WHERE space = ? AND priority = ? AND status = 'queued' ORDER BY id LIMIT 1
 """
 
 # `changes`: both read a primary key from the cursor on, so following costs O(new rows).
@@ -618,24 +629,31 @@ class SQLiteOutbox:
 
         return await self._read(work)
 
-    async def oldest_queued(self) -> dict[tuple[str, int], float]:
-        """See `QueueAges.oldest_queued`; one index seek per Space and priority."""
+    async def queue_figures(self) -> QueueFigures:
+        """See `QueueAges.queue_figures`, in one read snapshot: the queued count comes from
+        the trigger-kept counts, the conversions are counted on the claim index (so the cost
+        grows with the queued conversions only) and page views are the rest; the oldest of
+        each priority is one index seek."""
 
-        def work(conn: sqlite3.Connection) -> dict[tuple[str, int], float]:
-            spaces = [space for (space,) in conn.execute(
-                "SELECT DISTINCT space FROM outbox_counts WHERE bucket = 'queued' AND n != 0"
-            )]
-            oldest: dict[tuple[str, int], float] = {}
-            for space in spaces:
-                for priority in (PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW):
-                    row = conn.execute(
-                        "SELECT received_at FROM outbox WHERE status = 'queued' AND space = ? "
-                        "AND priority = ? ORDER BY id LIMIT 1",
-                        (space, priority),
-                    ).fetchone()
+        def work(conn: sqlite3.Connection) -> QueueFigures:
+            figures = QueueFigures()
+            for space, queued in conn.execute(
+                "SELECT space, n FROM outbox_counts WHERE bucket = 'queued' AND n > 0"
+            ).fetchall():
+                (conversions,) = conn.execute(
+                    QUEUED_OF_PRIORITY, (space, PRIORITY_CONVERSION)
+                ).fetchone()
+                depths = {
+                    PRIORITY_CONVERSION: conversions, PRIORITY_PAGE_VIEW: queued - conversions
+                }
+                for priority, depth in depths.items():
+                    if depth <= 0:
+                        continue
+                    figures.depth[(space, priority)] = depth
+                    row = conn.execute(OLDEST_OF_PRIORITY, (space, priority)).fetchone()
                     if row is not None:
-                        oldest[(space, priority)] = row[0]
-            return oldest
+                        figures.oldest[(space, priority)] = row[0]
+            return figures
 
         return await self._read(work)
 
