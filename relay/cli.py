@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -29,6 +29,8 @@ from relay.store import Outbox, OutboxStats, open_outbox
 from relay.store.base import Change, ChangeFeed, DeadEvent, follow
 
 if TYPE_CHECKING:
+    import socket
+
     from relay.store.migrate import MigrationReport
 
 TRACK_PATH = "/public-api/v1/events/track"
@@ -165,38 +167,81 @@ def seconds_option(name: str, default: float, minimum: float, help: str) -> Call
 @seconds_option(
     "--shutdown-timeout", 10.0, 0.0, "On SIGTERM or SIGINT, how long requests in flight may take."
 )
-def forward(config_path: str, shutdown_timeout: float) -> None:
-    """Run only the forwarder, without the HTTP server, until SIGTERM or SIGINT.
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Serve this process's GET /metrics and GET /healthz on this port.",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+def forward(
+    config_path: str, shutdown_timeout: float, metrics_port: int | None, metrics_host: str
+) -> None:
+    """Run only the forwarder, without the relay's HTTP server, until SIGTERM or SIGINT.
 
     Several forward processes may share one SQLite file (and `serve --no-forward`): each event
     is sent once, at least once around a crash. Each process paces a Space at its full
-    upstream_rate_per_minute on its own.
+    upstream_rate_per_minute on its own. Deliveries, retries and dead letters are counted
+    (in PROMETHEUS_MULTIPROC_DIR when it is set, so `serve`'s /metrics on the same machine
+    includes them; with --metrics-port on this process's own /metrics) and logged as `serve`
+    logs them.
     """
     settings = _load(config_path)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    sock = None
+    if metrics_port is not None:
+        from relay.metrics_http import listen  # imported late: only this option needs uvicorn
+
+        try:
+            sock = listen(metrics_host, metrics_port)
+        except OSError as exc:
+            click.echo(f"--metrics-port: cannot listen on {metrics_host}:{metrics_port}: {exc}",
+                       err=True)
+            raise click.exceptions.Exit(2) from None
     with outbox_errors():
-        asyncio.run(run_forwarder(settings, shutdown_timeout))
+        asyncio.run(run_forwarder(settings, shutdown_timeout, sock))
 
 
-async def run_forwarder(settings: Settings, shutdown_timeout: float) -> None:
+async def run_forwarder(
+    settings: Settings, shutdown_timeout: float, metrics_socket: socket.socket | None = None
+) -> None:
     """Forward until SIGTERM or SIGINT, then shut down within a bound.
 
     On the signal the forwarder stops claiming, requests in flight get `shutdown_timeout`
     seconds to finish (the rest are cancelled), every lease is released and the outbox closed.
+    Every settled attempt is reported to an `Observer` (metrics and the event log); with
+    `metrics_socket` (listening) GET /metrics and GET /healthz are served on it meanwhile.
     """
     from relay.forwarder import forwarding  # imported late: only this command needs httpx
+    from relay.metrics import Metrics
+    from relay.observe import Observer, configure_event_log
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics = Metrics(settings.metrics_multiproc_dir)
+    observer = Observer(metrics)
+    configure_event_log(settings.log_format)
     outbox = open_outbox(settings.database)
     await outbox.start()
     try:
-        async with forwarding(settings, outbox, shutdown_timeout=shutdown_timeout) as forwarder:
+        async with AsyncExitStack() as stack:
+            forwarder = await stack.enter_async_context(forwarding(
+                settings, outbox, shutdown_timeout=shutdown_timeout, on_settled=observer.settled
+            ))
+            if metrics_socket is not None:
+                from relay.metrics_http import metrics_app, serving
+
+                # the stack exits in reverse order: this server stops before the drain
+                app = metrics_app(metrics, outbox, forwarder)
+                await stack.enter_async_context(serving(app, metrics_socket))
+                host, port = metrics_socket.getsockname()[:2]
+                log.info("metrics on http://%s/metrics", _host_port(host, port))
             spaces = ", ".join(sorted(forwarder.states)) or "none: no active Space has an upstream"
             log.info("forwarding from %s; Spaces: %s", settings.database, spaces)
             await stop.wait()
@@ -206,6 +251,10 @@ async def run_forwarder(settings: Settings, shutdown_timeout: float) -> None:
     finally:
         await outbox.close()
     log.info("stopped")
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @main.group("keys")

@@ -29,6 +29,7 @@ from relay.cli import main
 from relay.forwarder import Forwarder
 from relay.settings import Settings
 from relay.settings import Space as SpaceSettings
+from relay.store import open_outbox
 from relay.store.base import NewEvent
 from relay.store.sqlite import SQLiteOutbox
 from relay.upstream import Upstream
@@ -109,11 +110,12 @@ def config_for(directory: Path, upstream: UpstreamProcess, timeout: float = 5.0)
     ])
 
 
-def enqueue(database: Path, keys: list[str]) -> None:
-    """Queue one purchase per key straight into the outbox, as the API would."""
+def enqueue(database: Path | str, keys: list[str]) -> None:
+    """Queue one purchase per key straight into the outbox (a SQLite file or a Redis URL), as
+    the API would."""
 
     async def fill() -> None:
-        box = SQLiteOutbox(str(database))
+        box = open_outbox(str(database))
         await box.start()
         try:
             now = time.time()
