@@ -263,3 +263,12 @@ def test_mounted_under_a_prefix(mounted: tuple[ServedApp, RelayProcess]) -> None
     demo = httpx.get(f"{base}/demo").text
     assert f'src="{base}/comet.js"' in demo and f'data-endpoint="{base}/e"' in demo
     assert httpx.get(f"{served.url}/e?k=pk_acme").status_code == 404  # nothing at the root
+
+    api = {"event_name": "contact", "email": "m@ou.nt", "idempotency_key": "mounted-api-1"}
+    key = {"Authorization": "Bearer key-acme-write"}
+    r = httpx.post(f"{base}/public-api/v1/events/track", json=api, headers=key)
+    assert r.status_code == 202 and r.headers["Idempotency-Key"] == "mounted-api-1"
+    (kept,) = stored(files, "mounted-api-1")
+    assert kept["email"] == "m@ou.nt"
+    root = httpx.post(f"{served.url}/public-api/v1/events/track", json=api, headers=key)
+    assert root.status_code == 404  # the host app's own 404: the relay lives under /relay
