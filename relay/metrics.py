@@ -15,16 +15,21 @@ Counters and histograms (every name starts with `comet_`):
 - `comet_request_duration_seconds{route, method}`: handler time per route template.
 - `comet_upstream_duration_seconds{space}`: time of each upstream request.
 
-Gauges read from the outbox at scrape time (so they are right whatever process scrapes):
-`comet_queue_depth{space}` (queued events, retrying ones included) and
-`comet_outbox_events{space, state}` (queued, retrying, delivered, dead), and, when the outbox
-can tell cheaply (SQLite; see `QueueAges`), `comet_oldest_queued_age_seconds{space, priority}`
-with priority "conversion" or "page_view".
+Gauges read from the outbox at scrape time (so they are right whatever process scrapes, and
+agree across processes): `comet_outbox_events{space, state}` (queued, retrying, delivered,
+dead), and from `QueueAges.queue_figures` (both backends) `comet_queue_depth{space, priority}`
+(queued events, retrying and in-flight ones included; 0 for a priority with none) and
+`comet_oldest_queued_age_seconds{space, priority}` (absent when nothing is queued), with
+priority "conversion" or "page_view". `scrape` reads them and renders everything.
 
-Several worker processes: set PROMETHEUS_MULTIPROC_DIR to an empty directory writable by
-every worker (and empty it before each start). prometheus_client then keeps the counters and
-histograms in files there, and GET /metrics in any worker sums every process's figures. Without
-it each process counts on its own, which is right for one process.
+Who counts: `serve` counts what it receives and, when it forwards, what it delivers; a
+`comet-relay forward` process counts what it delivers (`relay.observe.Observer` for both).
+Several processes on one machine (uvicorn workers, `serve --no-forward` with forward
+processes): set PROMETHEUS_MULTIPROC_DIR to an empty directory writable by every one of them
+(and empty it before each start). prometheus_client then keeps the counters and histograms in
+files there, one set per pid, and GET /metrics in any process sums every process's figures.
+Without it each process counts on its own, which is right for one process; a forward process
+on another machine serves its own with `forward --metrics-port` (`relay.metrics_http`).
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ touches no other key, so a Space's script runs in its slot on a Cluster. What ea
 
 The one global key, `comet:spaces` (hash: `s:<space>` -> number, `n:<number>` -> space,
 `last`), is touched only by its own `register` script, once per Space and process (cached),
-never inside a Space's script. Stats, dead letters, replay-all and prune list the Spaces there.
+never inside a Space's script. Stats, queue figures, dead letters, replay-all and prune list
+the Spaces there.
 
 Ids: the Outbox interface names events by int. An id is `space_number << 40 | seq`: the Space
 number from `comet:spaces`, the seq from the Space's own counter, so an id alone finds its
