@@ -1,10 +1,10 @@
-"""relay.limits: a body must arrive within a deadline, and a late one closes its connection.
+"""relay.limits: a request's head and body must arrive in time, and a head may not be huge.
 
 The unit tests drive `bounded_receive` with fake `receive` callables and a fake clock. The
-last test serves a tiny ASGI app that reads its body through `bounded_receive`, with uvicorn
-(the same server and HTTP parser as `comet-relay serve`) on a real socket, and plays a slow
-loris against it: the trickle is cut off with a 408 and a closed connection, and a normal
-client is served meanwhile.
+others serve a tiny ASGI app with uvicorn (the same server and httptools parser as
+`comet-relay serve`) on a real socket, in a thread, and play slow and oversized clients
+against it: each is cut off (408 or 400, and a closed connection) while a normal client is
+served meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 
 from relay.errors import RelayError
-from relay.limits import BodyTimeout, Message, bounded_receive
+from relay.limits import BodyTimeout, Message, bounded_http_protocol, bounded_receive
 from tests.support import free_port, wait_for
 
 
@@ -107,15 +107,27 @@ async def echo_length(scope: dict[str, Any], receive: Any, send: Any) -> None:
     except RelayError as err:
         status = err.status
         headers = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    if scope["path"] == "/slow":
+        await asyncio.sleep(HEAD_SECONDS * 1.5)  # an app slower than the head deadline
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": str(size).encode()})
 
 
+HEAD_SECONDS = 1.0
+HEAD_BYTES = 8192
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
+    """The app on uvicorn, with the head bounds `comet-relay serve` should use (tighter)."""
     port = free_port()
     config = uvicorn.Config(
-        echo_length, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+        echo_length,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="error",
+        http=bounded_http_protocol(HEAD_BYTES, HEAD_SECONDS),
     )
     served = uvicorn.Server(config)
     thread = threading.Thread(target=served.run, daemon=True)
@@ -126,34 +138,130 @@ def server() -> Iterator[str]:
     thread.join(20)
 
 
-def test_a_slow_loris_is_cut_off_while_others_are_served(server: str) -> None:
-    port = int(server.rsplit(":", 1)[1])
-    slow = socket.create_connection(("127.0.0.1", port), timeout=10)
-    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nab")
-    slow.settimeout(0.2)  # the pace of the trickle: a byte each time nothing came back
-    answer, closed = b"", False
-    deadline = time.monotonic() + 30
-    others = 0
-    while not closed and time.monotonic() < deadline:
+def connect(server: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", int(server.rsplit(":", 1)[1])), timeout=10)
+
+
+def served_normally(server: str) -> None:
+    r = httpx.post(server, content=b"hello", timeout=10)
+    assert (r.status_code, r.text) == (200, "5")
+
+
+def trickle(sock: socket.socket, seconds: float, others: str | None = None) -> tuple[bytes, bool]:
+    """Send a byte at a time until the server answers and closes, or `seconds` pass; a
+    normal client is served meanwhile (three times) if `others` names the server.
+    (The answer so far, whether the server closed the connection.)"""
+    sock.settimeout(0.2)  # the pace of the trickle: a byte each time nothing came back
+    answer, served = b"", 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
-            slow.sendall(b"x")
-        except OSError:  # the relay closed its end
-            closed = True
-            break
+            sock.sendall(b"x")
+        except OSError:  # the server closed its end
+            return answer, True
         try:
-            chunk = slow.recv(65536)
+            chunk = sock.recv(65536)
         except TimeoutError:
             chunk = None
+        except ConnectionResetError:  # our byte met the closed connection
+            return answer, True
         if chunk == b"":
-            closed = True
-        elif chunk:
+            return answer, True
+        answer += chunk or b""
+        if others is not None and served < 3:
+            served_normally(others)
+            served += 1
+    return answer, False
+
+
+def wait_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
+    """Read until the server closes the connection or `seconds` pass, sending nothing."""
+    sock.settimeout(seconds)
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
             answer += chunk
-        if others < 3:  # a normal client, while the trickle goes on
-            r = httpx.post(server, content=b"hello", timeout=10)
-            assert (r.status_code, r.text) == (200, "5")
-            others += 1
+    except TimeoutError:
+        return answer, False
+    except ConnectionResetError:
+        pass
+    return answer, True
+
+
+def test_a_slow_body_is_cut_off_while_others_are_served(server: str) -> None:
+    slow = connect(server)
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nab")
+    answer, closed = trickle(slow, 30, others=server)
     slow.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"connection: close" in answer.lower()
     assert closed, "the connection was left open after the 408"
-    assert others == 3
+
+
+def test_a_slow_head_is_cut_off_while_others_are_served(server: str) -> None:
+    slow = connect(server)
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    answer, closed = trickle(slow, 30, others=server)
+    slow.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert closed
+
+
+def test_a_connection_that_sends_nothing_is_closed(server: str) -> None:
+    idle = connect(server)
+    served_normally(server)
+    answer, closed = wait_closed(idle, 30)
+    idle.close()
+    assert closed and answer == b""
+
+
+def test_an_endless_head_is_refused_before_it_is_buffered(server: str) -> None:
+    big = connect(server)
+    big.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    sent = 0
+    try:
+        while sent < 50_000_000:
+            big.sendall(line)
+            sent += len(line)
+    except OSError:
+        pass
+    answer, closed = wait_closed(big, 30)
+    big.close()
+    assert closed and sent < 50_000_000
+    assert answer.startswith(b"HTTP/1.1 400 ") or answer == b"", answer  # a reset may lose it
+    served_normally(server)
+
+
+def test_one_endless_header_line_is_refused_too(server: str) -> None:
+    big = connect(server)
+    big.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ")
+    sent = 0
+    try:
+        while sent < 50_000_000:
+            big.sendall(b"a" * 65536)
+            sent += 65536
+    except OSError:
+        pass
+    _, closed = wait_closed(big, 30)
+    big.close()
+    assert closed and sent < 50_000_000
+
+
+def test_heads_and_bodies_in_bounds_are_served(server: str) -> None:
+    # A head just under the limit, sent in one piece with a large body; then a keep-alive
+    # connection that waits longer than the head deadline between two requests.
+    headers = {"X-Pad": "a" * (HEAD_BYTES - 200)}
+    with httpx.Client(timeout=10) as client:
+        r = client.post(server, content=b"b" * 200_000, headers=headers)
+        assert (r.status_code, r.text) == (200, "200000")
+        r = client.post(f"{server}/slow", content=b"abc")  # answers after 1.5 head deadlines
+        assert (r.status_code, r.text) == (200, "3")
+        r = client.post(server, content=b"again")
+        assert (r.status_code, r.text) == (200, "5")
+
+
+def test_the_protocol_needs_positive_bounds() -> None:
+    for bad in ((0, 1.0), (1, 0.0)):
+        with pytest.raises(ValueError):
+            bounded_http_protocol(*bad)
