@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from relay import __version__
 from relay.schema import (
+    BODY,
     CUSTOM_EVENT_PATTERN,
     CUSTOM_EVENTS,
     EMAIL_PATTERN,
@@ -132,7 +133,10 @@ def openapi_schema(
                         "message": _STRING,
                         "errors": {
                             "type": "object",
-                            "description": "Every problem, by field name.",
+                            "description": (
+                                "Every problem, by field name; a problem of the body as a "
+                                f"whole (not JSON, not an object) is listed under `{BODY}`."
+                            ),
                             "additionalProperties": {"type": "array", "items": _STRING},
                         },
                     }

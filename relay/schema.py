@@ -1,8 +1,10 @@
 """The Create Event API's rules (CONTRACT.md §1) as pure functions.
 
 `parse_body` turns request bytes into a JSON object, `validate` lists every problem of an
-event, `check` raises `Invalid` (422) with that list. `FIELDS` is the one table of what the
-API accepts; `relay.openapi` builds the request schema from it, so both stay in step.
+event, `check` raises `Invalid` (422) with that list; every `Invalid` raised here has `errors`,
+as the contract's 422 answer does (a problem of the body as a whole is listed under `BODY`).
+`FIELDS` is the one table of what the API accepts; `relay.openapi` builds the request schema
+from it, so both stay in step.
 
 Decisions where the contract is silent:
 - a key sent twice in one object is refused: the relay and the upstream must not read
@@ -135,6 +137,9 @@ _KINDS = _fields()
 FIELDS: Mapping[str, Kind] = MappingProxyType(_KINDS)
 """Every field of the API, in the contract's order, and the kind of value it holds."""
 
+BODY = "body"
+"""The name under which a 422's `errors` lists a problem of the whole body, not of a field."""
+
 IDENTIFICATION_MESSAGE = (
     "is missing, and so are comet_token and fingerprint with ip: identify the person by "
     "email, or comet_token, or fingerprint together with ip."
@@ -215,7 +220,7 @@ def parse_body(raw: bytes) -> dict[str, object]:
     data = parse_json(raw)
     if not isinstance(data, dict):
         hint = " Send one event per request." if isinstance(data, list) else ""
-        raise Invalid(
+        raise _bad_body(
             "The body must be one JSON object with every field at its root, "
             f"got {_json_type(data)}.{hint}"
         )
@@ -232,35 +237,35 @@ def parse_json(raw: bytes) -> object:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise Invalid(
+        raise _bad_body(
             f"The body is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}): "
             "send the JSON encoded as UTF-8."
         ) from None
     if not text or text.isspace():
-        raise Invalid("The body is empty: send the event as one JSON object.")
+        raise _bad_body("The body is empty: send the event as one JSON object.")
     try:
         data = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
-        raise Invalid(
+        raise _bad_body(
             f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
         ) from None
     except _Refused as exc:
-        raise Invalid(str(exc), errors=exc.errors) from None
+        raise Invalid(str(exc), errors=exc.errors or {BODY: [str(exc)]}) from None
     except RecursionError:
-        raise Invalid(_TOO_DEEP) from None
+        raise _bad_body(_TOO_DEEP) from None
     except ValueError:  # int() refuses a literal of more digits than sys.get_int_max_str_digits()
-        raise Invalid(
+        raise _bad_body(
             "The body holds an integer with thousands of digits: send numbers of a sane size."
         ) from None
     if _deeper_than(data, MAX_DEPTH):
-        raise Invalid(_TOO_DEEP)
+        raise _bad_body(_TOO_DEEP)
     # A lone surrogate can only come from a \uD8xx-style escape, so only such bodies pay for
     # the check; left in, it would fail later when the event is encoded for the outbox.
     if "\\ud" in text or "\\uD" in text:
         try:
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise Invalid(
+            raise _bad_body(
                 "The body holds a \\u escape of a lone UTF-16 surrogate, which is not text: "
                 "escape a character beyond U+FFFF as a surrogate pair."
             ) from None
@@ -310,6 +315,11 @@ def check(data: Mapping[str, object], custom_events: frozenset[str]) -> dict[str
     if errors:
         raise Invalid(_summary(errors), errors=errors)
     return event
+
+
+def _bad_body(message: str) -> Invalid:
+    """422 for the body as a whole: `errors` names `BODY`, as the contract's 422 has `errors`."""
+    return Invalid(message, errors={BODY: [message]})
 
 
 def _summary(errors: Mapping[str, list[str]], most: int = 10) -> str:
@@ -491,7 +501,7 @@ _CHECKS: dict[Kind, Callable[[object], str | None]] = {
 def _unknown_field(name: str) -> str:
     shown = _clip(name)
     number = _PROFILE_FIELD.fullmatch(name)
-    if number is not None and not 1 <= int(number[1]) <= PROFILE_FIELD_COUNT:
+    if number is not None and not _is_profile_number(number[1]):
         return (
             f"'{shown}' is not a field: profile fields are profile_field_1 to "
             f"profile_field_{PROFILE_FIELD_COUNT} (1-15 text, 16-25 numbers, 26-30 dates)."
@@ -503,6 +513,12 @@ def _unknown_field(name: str) -> str:
         f"'{shown}' is not a field of the Create Event API: remove it, or send what it says "
         f"about the person in one of profile_field_1 to profile_field_{PROFILE_FIELD_COUNT}."
     )
+
+
+def _is_profile_number(digits: str) -> bool:
+    """Whether ASCII `digits` number a profile field; never int() thousands of digits."""
+    digits = digits.lstrip("0")
+    return len(digits) <= 2 and digits != "" and 1 <= int(digits) <= PROFILE_FIELD_COUNT
 
 
 def _did_you_mean(name: str, aliases: Mapping[str, tuple[str, ...]], known: tuple[str, ...]) -> str:
