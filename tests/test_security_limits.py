@@ -188,23 +188,22 @@ def wait_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
     return answer, True
 
 
-def test_a_slow_body_is_cut_off_while_others_are_served(server: str) -> None:
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nab",  # a slow body
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ",  # a slow head
+    ],
+    ids=["body", "head"],
+)
+def test_a_trickle_is_cut_off_while_others_are_served(server: str, start: bytes) -> None:
     slow = connect(server)
-    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nab")
+    slow.sendall(start)
     answer, closed = trickle(slow, 30, others=server)
     slow.close()
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"connection: close" in answer.lower()
     assert closed, "the connection was left open after the 408"
-
-
-def test_a_slow_head_is_cut_off_while_others_are_served(server: str) -> None:
-    slow = connect(server)
-    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-    answer, closed = trickle(slow, 30, others=server)
-    slow.close()
-    assert answer.startswith(b"HTTP/1.1 408 "), answer
-    assert closed
 
 
 def test_a_connection_that_sends_nothing_is_closed(server: str) -> None:
