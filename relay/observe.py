@@ -1,10 +1,11 @@
 """What happens to events, reported once and fanned out to the metrics and the event log.
 
 The handlers (`CreateEvent.on_received`, `Collect.on_received`) and the forwarder
-(`Forwarder.on_settled`) call an `Observer`; it counts every report in `relay.metrics` and
-writes one log line per notable one (refused, duplicate, bot, delivered, retrying, paused,
-dead; not accepted: that would be a line per request) to the `relay.events` logger, as text
-or, with `[relay] log_format = "json"`, as one JSON object per line.
+(`Forwarder.on_settled`, in `serve` and in `comet-relay forward` alike) call an `Observer`;
+it counts every report in `relay.metrics` and writes one log line per notable one (refused,
+duplicate, bot, delivered, retrying, paused, dead; not accepted: that would be a line per
+request) to the `relay.events` logger, as text or, with `[relay] log_format = "json"`, as one
+JSON object per line.
 """
 
 from __future__ import annotations
