@@ -187,17 +187,18 @@ CORE = ("event_name", "email", "comet_token", "fingerprint", "ip")  # the rules 
 
 
 @st.composite
-def events(draw: st.DrawFn, fields: Mapping[str, Kind] = FIELDS) -> Drawn:
+def events(draw: st.DrawFn, fields: Mapping[str, Kind] = FIELDS, *, valid: bool = False) -> Drawn:
     """An event of some of `fields` (always a say on those in CORE), each absent, null, good or
     bad, and any unknown fields; with the fields whose own value breaks their rule (the rules
-    across fields are `expected`'s)."""
+    across fields are `expected`'s). `valid`: a named event of good values only."""
     others = sorted(name for name in fields if name not in CORE)
     names = [name for name in CORE if name in fields]
     names += draw(st.lists(st.sampled_from(others), max_size=8, unique=True))
+    choices = ["absent", "null", "good", "good"] + ([] if valid else ["bad"])
     event: dict[str, object] = {}
     bad: set[str] = set()
     for name in names:
-        choice = draw(st.sampled_from(["absent", "null", "good", "good", "bad"]))
+        choice = "good" if valid and name == "event_name" else draw(st.sampled_from(choices))
         if choice == "null":
             event[name] = None
         elif choice == "good":
@@ -205,9 +206,11 @@ def events(draw: st.DrawFn, fields: Mapping[str, Kind] = FIELDS) -> Drawn:
         elif choice == "bad":
             event[name] = draw(BAD[fields[name]])
             bad.add(name)
-    unknown = draw(st.dictionaries(unknown_names, st.none() | json_values, max_size=2))
-    event.update(unknown)
-    return event, bad | set(unknown)
+    if not valid:
+        unknown = draw(st.dictionaries(unknown_names, st.none() | json_values, max_size=2))
+        event.update(unknown)
+        bad |= set(unknown)
+    return event, bad
 
 
 def expected(event: Mapping[str, object], bad: set[str]) -> set[str]:
@@ -373,18 +376,17 @@ clients = st.builds(
 
 
 @st.composite
-def browser_events(draw: st.DrawFn) -> Drawn:
-    """A browser event (its idempotency key is `event_id`), with relay-only fields forged."""
-    event, bad = draw(events(BROWSER_FIELDS))
-    if draw(st.booleans()):
-        key_kind = draw(st.sampled_from(["null", "good", "bad"]))
+def browser_events(draw: st.DrawFn, *, valid: bool = False) -> Drawn:
+    """A browser event (its idempotency key is `event_id`), with relay-only fields forged.
+    `valid`: one the relay accepts, whatever the forged fields hold."""
+    event, bad = draw(events(BROWSER_FIELDS, valid=valid))
+    key_kind = draw(st.sampled_from(["absent", "null", "good"] + ([] if valid else ["bad"])))
+    if key_kind == "null":
+        event["event_id"] = None
+    elif key_kind != "absent":
+        event["event_id"] = draw((GOOD if key_kind == "good" else BAD)[Kind.IDEMPOTENCY_KEY])
         if key_kind == "bad":
             bad.add("event_id")
-        event["event_id"] = (
-            None
-            if key_kind == "null"
-            else draw((GOOD if key_kind == "good" else BAD)[Kind.IDEMPOTENCY_KEY])
-        )
     forged = draw(
         st.dictionaries(st.sampled_from(sorted(RELAY_ONLY | {"event_time"})), json_values)
     )
@@ -428,12 +430,20 @@ def _address(host: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     return mapped or address
 
 
+def batch_of(items: st.SearchStrategy[object]) -> st.SearchStrategy[bytes]:
+    """Bodies `{"e": [...]}` of up to 7 items (the tests allow 5 a batch)."""
+    return st.lists(items, max_size=7).map(lambda e: json.dumps({"e": e, "v": 1}).encode())
+
+
+def event_of(drawn: Drawn) -> dict[str, object]:
+    return drawn[0]
+
+
 batches = (
     bodies
-    | st.lists(json_values, max_size=8).map(lambda items: json.dumps({"e": items}).encode())
-    | st.lists(st.builds(lambda drawn: drawn[0], browser_events()), max_size=8).map(
-        lambda items: json.dumps({"e": items, "v": 1}).encode()
-    )
+    | batch_of(json_values)
+    | batch_of(browser_events().map(event_of))
+    | batch_of(browser_events(valid=True).map(event_of))
 )
 
 
