@@ -5,11 +5,20 @@
 It records every request and answers from a script that the test controls:
   POST /_control {"script": [rule, ...], "default": rule}   rules are used once each, in order,
                                                           then `default` (202) for the rest
+  POST /_control {"schedule": [{"start": T0, "end": T1, "rule": rule}, ...]}
+                 a fault for every request that arrives in [T0, T1) (Unix seconds)
+  POST /_control {"match": [{"contains": "text", "rule": rule}, ...]}
+                 the answer for a request whose body holds `text`
   GET  /_received                                         every request seen, with its outcome
   POST /_reset                                            forget everything
 A rule is {"status": 500}, {"status": 429, "retry_after": "2"}, {"status": 401},
 {"status": 422, "message": "..."}, {"delay": 3.0} (answer late, then as the rest of the rule
 says) or {"drop": true} (cut the connection before a complete answer).
+
+The first that applies answers: a script rule, a schedule window, a match, the default. A
+schedule window's rule with neither a status nor a drop only delays: the answer then comes
+from a match or the default, so a slow spell does not turn a refusal into an acceptance.
+A delayed request's record gets `"answered": false` when the client hung up meanwhile.
 """
 
 from __future__ import annotations
@@ -32,7 +41,22 @@ class State:
     def __init__(self) -> None:
         self.script: list[dict[str, Any]] = []
         self.default: dict[str, Any] = {"status": 202}
+        self.schedule: list[dict[str, Any]] = []
+        self.match: list[dict[str, Any]] = []
         self.received: list[dict[str, Any]] = []
+
+    def rule_for(self, body: str, now: float) -> dict[str, Any]:
+        """The rule that answers a request with `body` arriving at `now` (see the docstring)."""
+        if self.script:
+            return self.script.pop(0)
+        window = next((w["rule"] for w in self.schedule if w["start"] <= now < w["end"]), None)
+        if window is not None and ("status" in window or window.get("drop")):
+            return dict(window)
+        rule = next((m["rule"] for m in self.match if m["contains"] in body), self.default)
+        if window is not None:
+            delay = float(window.get("delay", 0.0)) + float(rule.get("delay", 0.0))
+            return {**rule, "delay": delay}
+        return rule
 
 
 state = State()
@@ -40,17 +64,22 @@ state = State()
 
 async def track(request: Request) -> Response:
     body = await request.body()
-    rule = state.script.pop(0) if state.script else state.default
+    text = body.decode("utf-8", "replace")
+    now = time.time()
+    rule = state.rule_for(text, now)
     status = int(rule.get("status", 202))
-    record = {
-        "at": time.time(),
+    record: dict[str, Any] = {
+        "at": now,
         "authorization": request.headers.get("authorization"),
-        "body": body.decode("utf-8", "replace"),
+        "body": text,
         "status": "dropped" if rule.get("drop") else status,
     }
     state.received.append(record)
     if rule.get("delay"):
+        record["delay"] = float(rule["delay"])
         await asyncio.sleep(float(rule["delay"]))
+        if await request.is_disconnected():
+            record["answered"] = False
     if rule.get("drop"):
         return Dropped()
     headers = {}
@@ -77,6 +106,10 @@ async def control(request: Request) -> Response:
         state.script = list(data["script"])
     if "default" in data:
         state.default = dict(data["default"])
+    if "schedule" in data:
+        state.schedule = [dict(w) for w in data["schedule"]]
+    if "match" in data:
+        state.match = [dict(m) for m in data["match"]]
     return JSONResponse({"ok": True})
 
 
