@@ -1,0 +1,43 @@
+"""The SQLite outbox checkpoints its WAL from a thread of its own, never inside a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from relay.store.base import NewEvent
+from relay.store.sqlite import WRITER_CHECKPOINT_PAGES, SQLiteOutbox
+from tests.support import wait_for
+
+
+def event(n: int) -> NewEvent:
+    key = f"ckpt-{n}"
+    return NewEvent(
+        space="acme", event_name="purchase", idempotency_key=key, payload=b'{"x": 1}' * 40,
+        dedup_keys=(f"idem:{key}",), dedup_until=2e9, received_at=1e9, priority=0,
+    )
+
+
+def test_the_checkpoint_thread_moves_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+
+    async def scenario() -> None:
+        outbox = SQLiteOutbox(str(path), checkpoint_seconds=0.05)
+        await outbox.start()
+        try:
+            before = path.stat().st_size
+            for start in range(0, 2000, 100):  # about 200 pages, far below the writer's own bound
+                await outbox.enqueue([event(n) for n in range(start, start + 100)], 1e9)
+            # Only a checkpoint writes pages into the database file itself.
+            await asyncio.to_thread(
+                wait_for, lambda: path.stat().st_size > before + 100 * 4096, 15, "a checkpoint"
+            )
+            writer_bound = sqlite3.connect(path).execute("PRAGMA page_count").fetchone()[0]
+            assert writer_bound < WRITER_CHECKPOINT_PAGES  # so the writer did not do it
+        finally:
+            await outbox.close()
+
+    asyncio.run(scenario())
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (2000,)
