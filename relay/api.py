@@ -26,6 +26,7 @@ from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, 
 ACCEPTED = {"status": 202, "message": "Event accepted and queued for processing."}
 _ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every 202: rendered once
 _JSON = (b"content-type", b"application/json")
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once
 INTERNAL_ERROR = "Internal error; the event was not accepted."
 
 Scope = MutableMapping[str, Any]
@@ -71,7 +72,7 @@ def new_event(space: Space, event: dict[str, object], now: float) -> NewEvent:
         space=space.id,
         event_name=name,
         idempotency_key=str(event["idempotency_key"]),
-        payload=json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(),
+        payload=_encode(event).encode(),
         dedup_keys=keys,
         dedup_until=now + space.dedup_window_hours * 3600.0,
         received_at=now,
