@@ -19,6 +19,7 @@ from starlette.requests import Request
 from relay import schema
 from relay.auth import KeyRing, authorize
 from relay.errors import Forbidden, PayloadTooLarge, RelayError, Unavailable
+from relay.limits import DEFAULT_BODY_SECONDS, bounded_receive
 from relay.ratelimit import Decision, RateLimiter
 from relay.settings import Settings, Space
 from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, Outbox
@@ -46,7 +47,12 @@ def refusal_reason(err: RelayError) -> str:
     return _REASONS.get(err.status, "body")
 
 
-_REASONS = {401: "auth", 403: "auth", 413: "too_large", 429: "rate_limit", 503: "unavailable"}
+_REASONS = {
+    401: "auth", 403: "auth", 408: "timeout", 413: "too_large", 429: "rate_limit", 503: "unavailable"
+}
+# A refusal sent before the body was read closes the connection: otherwise the server would
+# go on reading (and dropping) whatever the sender still streams, endlessly if it is chunked.
+CLOSE = {"Connection": "close"}
 
 
 def dedup_keys(event: dict[str, object]) -> tuple[str, ...]:
@@ -88,20 +94,27 @@ async def read_body(
 
 
 async def receive_body(
-    receive: Receive, declared: str | None, limit: int, advice: str = "send one event per request."
+    receive: Receive,
+    declared: str | None,
+    limit: int,
+    advice: str = "send one event per request.",
+    seconds: float = DEFAULT_BODY_SECONDS,
 ) -> bytes:
     """The request body from ASGI `receive`, refused with 413 as soon as it is known to exceed
-    `limit` bytes (`declared` is the Content-Length header, if any).
+    `limit` bytes (`declared` is the Content-Length header, if any), and with 408 when the
+    whole of it has not arrived within `seconds` (a slow-loris upload). Both close the
+    connection.
 
     The 413 message ends with `advice` on what to send instead.
     """
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(_too_large(limit, advice))
+        raise PayloadTooLarge(_too_large(limit, advice), headers=CLOSE)
+    receive = bounded_receive(receive, seconds)
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body", False) and message["type"] == "http.request":
         if len(body) > limit:
-            raise PayloadTooLarge(_too_large(limit, advice))
+            raise PayloadTooLarge(_too_large(limit, advice), headers=CLOSE)
         return body  # the usual case: the whole body in one message
     buffer = bytearray()
     while True:
@@ -110,7 +123,7 @@ async def receive_body(
             raise RelayError("The client went away before sending the whole body.")
         buffer += message.get("body", b"")
         if len(buffer) > limit:
-            raise PayloadTooLarge(_too_large(limit, advice))
+            raise PayloadTooLarge(_too_large(limit, advice), headers=CLOSE)
         if not message.get("more_body", False):
             return bytes(buffer)
         message = await receive()
@@ -169,6 +182,7 @@ class CreateEvent:
         """The status, headers and body of the answer to one request."""
         decision = self.anonymous
         space_id = "-"
+        read = False
         try:
             space, key = self.keys.authenticate(authorization)
             space_id = space.id
@@ -185,7 +199,11 @@ class CreateEvent:
                     f"retry after {decision.retry_after} s.",
                     status=429,
                 )
-            raw = await receive_body(receive, declared, self.settings.max_body_bytes)
+            raw = await receive_body(
+                receive, declared, self.settings.max_body_bytes,
+                seconds=self.settings.body_timeout_seconds,
+            )
+            read = True
             event = schema.check(schema.parse_body(raw), space.custom_events)
             sent_key = event.get("idempotency_key")
             now = self.clock()
@@ -197,6 +215,8 @@ class CreateEvent:
         except RelayError as err:
             self.on_received(space_id, "rejected", refusal_reason(err), None)
             headers = {**err.headers, **decision.headers()}
+            if not read and declared != "0":
+                headers.update(CLOSE)
             return err.status, headers, json.dumps(err.body(), ensure_ascii=False).encode()
         headers = decision.headers()
         if queued:

@@ -79,6 +79,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1",)
     dedup_window_hours: float = 48.0
     max_body_bytes: int = 65536
+    body_timeout_seconds: float = 30.0  # the whole body must arrive within this (slow loris)
     # forwarder (issue 3)
     upstream_timeout_seconds: float = 10.0
     max_event_age_hours: float = 72.0
@@ -465,6 +466,7 @@ _RELAY_CHECKS: dict[str, Check] = {
     "trusted_proxies": _trusted_proxies,
     "dedup_window_hours": _positive_number,
     "max_body_bytes": _positive_int,
+    "body_timeout_seconds": _positive_number,
     "upstream_timeout_seconds": _positive_number,
     "max_event_age_hours": _positive_number,
     "delivered_retention_days": _positive_number,
