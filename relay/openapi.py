@@ -34,6 +34,8 @@ from relay.schema import (
 Schema = dict[str, object]
 
 _STRING: Schema = {"type": "string"}
+# A header value as sent and as read back: visible ASCII, with inner spaces and tabs.
+HEADER_SAFE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?$"
 _KIND_SCHEMAS: dict[Kind, Schema] = {
     Kind.TEXT: _STRING,
     Kind.TOKEN: {"type": "string", "minLength": 1},
@@ -158,10 +160,12 @@ def openapi_schema(
                 "Idempotency-Key": {
                     "description": (
                         "The event's idempotency key: the one sent, or the one the relay "
-                        "assigned. Absent on a duplicate that sent no key of its own."
+                        "assigned. Absent on a duplicate that sent no key of its own, and "
+                        "when the key sent is not printable ASCII without surrounding "
+                        "spaces, which no header value carries unchanged."
                     ),
                     "required": False,
-                    "schema": _STRING,
+                    "schema": {"type": "string", "pattern": HEADER_SAFE_PATTERN},
                 },
             },
         },
