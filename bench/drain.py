@@ -32,7 +32,6 @@ from typing import Any
 
 import httpx
 
-from bench.ingest import UVICORN
 from relay.api import new_event
 from relay.forwarder import USER_AGENT
 from relay.settings import Settings, load
@@ -47,6 +46,8 @@ WARM_UP = 1.0  # seconds after the first arrival that the steady window skips
 CONCURRENCY = 16  # requests in flight at most, as the forwarder's default
 TICK = os.sysconf("SC_CLK_TCK")
 CONVERSIONS = ("purchase", "lead_generated", "add_to_cart", "initiate_checkout")
+
+UVICORN = [sys.executable, "-m", "uvicorn", "--no-access-log", "--log-level", "warning"]
 
 
 # the backlog --------------------------------------------------------------------------

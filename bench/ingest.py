@@ -1,6 +1,7 @@
 """Ingest throughput: the relay's Create Event API against a bare Starlette JSON endpoint.
 
-Both run on the same uvicorn with the same flags and the same number of workers, driven by
+Both run on the same uvicorn with the options of `comet-relay serve` (bench/server.py) and the
+same number of workers, driven by
 `wrk` with unique idempotency keys, alternately in one run, so the ratio cancels out the
 machine.
 
@@ -32,7 +33,6 @@ import httpx
 from tests.support import ROOT, Space, free_port, wait_for, write_config
 
 TOKEN = "bench-key-0123456789"
-UVICORN = [sys.executable, "-m", "uvicorn", "--no-access-log", "--log-level", "warning"]
 
 
 def serve(
@@ -40,10 +40,8 @@ def serve(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start the relay or the bare baseline on uvicorn; the process and its URL once it answers."""
     port = free_port()
-    args = ["--factory", "bench.relay_app:make"] if target == "relay" else ["bench.bare_app:app"]
-    if workers > 1:
-        args = ["--workers", str(workers), *args]
-    proc = subprocess.Popen([*UVICORN, "--port", str(port), *args], cwd=ROOT, env=env)
+    cmd = [sys.executable, "-m", "bench.server", target, "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

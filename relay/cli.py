@@ -107,16 +107,28 @@ def serve(
 
     with config_errors():
         app = create_app(settings, forward=not no_forward)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        proxy_headers=True,
-        forwarded_allow_ips=",".join(settings.trusted_proxies),
-        log_level="info",
-        access_log=access_log,
-        server_header=False,
-    )
+    uvicorn.run(app, **server_options(settings, host, port, access_log=access_log))
+
+
+def server_options(
+    settings: Settings, host: str, port: int, *, access_log: bool = False
+) -> dict[str, object]:
+    """How `serve` runs uvicorn (the benchmarks run their baseline with the same options).
+
+    The HTTP protocol is uvicorn's httptools one with a bound on each request head's size and
+    time (see relay.limits); a shutdown waits at most 30 s for open requests.
+    """
+    return {
+        "host": host,
+        "port": port,
+        "http": "relay.limits:BoundedHeadProtocol",
+        "proxy_headers": True,
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
+        "log_level": "info",
+        "access_log": access_log,
+        "server_header": False,
+        "timeout_graceful_shutdown": 30,
+    }
 
 
 def welcome(settings: Settings, api_key: str | None, host: str, port: int) -> str:

@@ -163,3 +163,8 @@ def bounded_http_protocol(
         raise ValueError("the head's size and deadline must be positive")
     attributes = {"max_head_bytes": max_head_bytes, "head_seconds": head_seconds}
     return type("BoundedHeadProtocol", (_BoundedHead,), attributes)
+
+
+# The protocol `comet-relay serve` runs, by name: uvicorn takes "relay.limits:BoundedHeadProtocol"
+# as its `http` option, also in worker processes.
+BoundedHeadProtocol = bounded_http_protocol()

@@ -77,3 +77,19 @@ def test_a_refusal_before_the_body_closes_the_connection(relay: RelayProcess) ->
         sock.sendall(head(relay, "100000000", key="wrong") + b"x" * 1000)
         answer = read_until_closed(sock, 15)
     assert answer.startswith(b"HTTP/1.1 401") and b"connection: close" in answer.lower()
+
+
+def test_serve_refuses_an_endless_request_head(relay: RelayProcess) -> None:
+    line = b"X-Padding: " + b"p" * 1000 + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+        sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: relay\r\n".encode())
+        try:
+            while sent < 64 * 1024 * 1024:  # uvicorn's httptools protocol alone buffers it all
+                sock.sendall(line)
+                sent += len(line)
+        except OSError:
+            pass
+        answer = read_until_closed(sock, 15) if sent < 64 * 1024 * 1024 else b""
+    assert sent < 64 * 1024 * 1024, "the relay went on buffering an endless head"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
