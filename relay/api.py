@@ -87,10 +87,14 @@ def new_event(space: Space, event: dict[str, object], now: float) -> NewEvent:
 
 
 async def read_body(
-    request: Request, limit: int, advice: str = "send one event per request."
+    request: Request,
+    limit: int,
+    advice: str = "send one event per request.",
+    seconds: float = DEFAULT_BODY_SECONDS,
 ) -> bytes:
     """The body of a Starlette request; see `receive_body`."""
-    return await receive_body(request.receive, request.headers.get("content-length"), limit, advice)
+    declared = request.headers.get("content-length")
+    return await receive_body(request.receive, declared, limit, advice, seconds)
 
 
 async def receive_body(

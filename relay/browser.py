@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from relay import enrich
-from relay.api import ignore_report, new_event, read_body, refusal_reason
+from relay.api import CLOSE, ignore_report, new_event, read_body, refusal_reason
 from relay.errors import Forbidden, RateLimited, RelayError, Unavailable
 from relay.ratelimit import RateLimiter
 from relay.settings import Settings, Space
@@ -192,7 +192,9 @@ class Collect:
     async def handle(self, request: Request) -> Response:
         try:
             space, headers = self._space(request)
-        except RelayError:
+        except RelayError as err:
+            if request.headers.get("content-length") != "0":
+                err.headers.update(CLOSE)  # the body is not read: see relay.api.CLOSE
             space_id, reason = self._refused_space(request)
             self.on_received(space_id, "rejected", reason, None)
             raise
@@ -206,16 +208,21 @@ class Collect:
             max_age=self.tokens.max_age_seconds,
         )
         ip = request.client.host if request.client else None
+        read = False
         try:
             limit = settings.browser_rate_limit_per_minute
-            decision = await self.limiter.take(f"ip:{ip}", limit)
+            decision = await self.limiter.take(enrich.rate_key(ip), limit)
             headers.update(decision.headers())
             if not decision.allowed:
                 raise RateLimited(
                     f"Too many requests from this address: at most {limit} per minute; "
                     f"retry after {decision.retry_after} s."
                 )
-            raw = await read_body(request, settings.max_body_bytes, "send fewer events at once.")
+            raw = await read_body(
+                request, settings.max_body_bytes, "send fewer events at once.",
+                seconds=settings.body_timeout_seconds,
+            )
+            read = True
             events = enrich.parse_batch(raw, settings.max_batch_events)
             user_agent = request.headers.get("user-agent")
             if enrich.is_bot(user_agent):
@@ -229,6 +236,8 @@ class Collect:
             )
         except RelayError as err:
             err.headers.update(headers)
+            if not read and request.headers.get("content-length") != "0":
+                err.headers.update(CLOSE)
             self.on_received(space.id, "rejected", refusal_reason(err), None)
             raise
         return JSONResponse(answer, 202, headers)

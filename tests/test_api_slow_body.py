@@ -93,3 +93,24 @@ def test_serve_refuses_an_endless_request_head(relay: RelayProcess) -> None:
         answer = read_until_closed(sock, 15) if sent < 64 * 1024 * 1024 else b""
     assert sent < 64 * 1024 * 1024, "the relay went on buffering an endless head"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
+
+
+def browser_head(length: int, origin: str = "https://acme.example") -> bytes:
+    return (
+        f"POST /e?k=pk_acme HTTP/1.1\r\nHost: relay\r\nOrigin: {origin}\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_the_browser_endpoint_has_the_same_body_deadline(relay: RelayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+        sock.sendall(browser_head(100) + b'{"e": [')
+        answer = read_until_closed(sock, 15)
+    assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer.lower()
+
+
+def test_a_browser_refusal_before_the_body_closes_the_connection(relay: RelayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", relay.port)) as sock:
+        sock.sendall(browser_head(100_000_000, origin="https://evil.example") + b"x" * 1000)
+        answer = read_until_closed(sock, 15)
+    assert answer.startswith(b"HTTP/1.1 403") and b"connection: close" in answer.lower()
