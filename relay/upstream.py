@@ -10,12 +10,13 @@ import email.utils
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import httpx
 
 MAX_MESSAGE = 500
+REDACTED = "[the upstream token]"
 
 
 class Kind(Enum):
@@ -103,4 +104,7 @@ class Upstream:
             return Outcome(Kind.RETRY, None, f"no answer within {self.timeout:g} s")
         except httpx.TransportError as exc:
             return Outcome(Kind.RETRY, None, f"connection failed: {type(exc).__name__}: {exc}"[:MAX_MESSAGE])
-        return classify(r.status_code, r.headers, r.content, now)
+        outcome = classify(r.status_code, r.headers, r.content, now)
+        if token and token in outcome.message:  # it is logged and stored: never the token
+            outcome = replace(outcome, message=outcome.message.replace(token, REDACTED))
+        return outcome
