@@ -86,8 +86,8 @@ def test_timeouts_and_resets_are_retried_and_the_token_is_sent() -> None:
 def test_an_upstream_that_echoes_the_token_never_gets_it_into_the_message() -> None:
     def echo(request: httpx.Request) -> httpx.Response:
         token = request.headers["authorization"].removeprefix("Bearer ")
-        return httpx.Response(401, json={"status": 401, "message": f"token {token} is revoked"})
+        return httpx.Response(401, json={"status": 401, "message": f"key {token} is revoked"})
 
     out = _send_through(httpx.MockTransport(echo))
     assert out.kind is Kind.PAUSE  # type: ignore[attr-defined]
-    assert out.message == "token [the upstream token] is revoked"  # type: ignore[attr-defined]
+    assert out.message == "key [the upstream token] is revoked"  # type: ignore[attr-defined]
