@@ -105,6 +105,12 @@ def serve(
 
     from relay.app import create_app  # imported late: `check` and `keys` need no web stack
 
+    if "*" in settings.trusted_proxies:
+        click.echo(
+            "warning: trusted_proxies = [\"*\"] trusts every peer's X-Forwarded-For, so any "
+            "client can choose its own IP and dodge the per-IP limit; list your proxies.",
+            err=True,
+        )
     with config_errors():
         app = create_app(settings, forward=not no_forward)
     uvicorn.run(app, **server_options(settings, host, port, access_log=access_log))

@@ -238,3 +238,23 @@ def test_welcome_later_has_no_key(tmp_path: Path) -> None:
     assert "crk_" not in text
     assert "comet-relay keys new --space demo" in text
     assert str(loaded.spaces["demo"].site_key) in text
+
+
+def test_serve_warns_when_every_peer_is_a_trusted_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    started: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.append(options))
+    config = tmp_path / "relay.toml"
+    for proxies, warned in (('["*"]', True), ('["10.0.0.1"]', False)):
+        config.write_text(
+            f'[relay]\ndatabase = "relay.db"\nsecret_keys = ["{"s" * 32}"]\n'
+            f"trusted_proxies = {proxies}\n[spaces.acme]\n"
+        )
+        result = CliRunner().invoke(main, ["serve", "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        assert ("any client can choose its own IP" in result.output) is warned
+    assert started[-1]["http"] == "relay.limits:BoundedHeadProtocol"
+    assert started[-1]["forwarded_allow_ips"] == "10.0.0.1"
