@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -20,6 +21,7 @@ from relay import schema
 from relay.auth import KeyRing, authorize
 from relay.errors import Forbidden, PayloadTooLarge, RelayError, Unavailable
 from relay.limits import DEFAULT_BODY_SECONDS, bounded_receive
+from relay.openapi import HEADER_SAFE_PATTERN
 from relay.ratelimit import Decision, RateLimiter
 from relay.settings import Settings, Space
 from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, Outbox
@@ -27,6 +29,7 @@ from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, 
 ACCEPTED = {"status": 202, "message": "Event accepted and queued for processing."}
 _ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every 202: rendered once
 _JSON = (b"content-type", b"application/json")
+_HEADER_SAFE = re.compile(HEADER_SAFE_PATTERN)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once
 INTERNAL_ERROR = "Internal error; the event was not accepted."
 
@@ -133,6 +136,12 @@ async def receive_body(
         message = await receive()
 
 
+def _header_safe(value: str) -> bool:
+    """Printable ASCII with no space at either end: sendable as an HTTP header value as is
+    (the pattern /openapi.json gives the header)."""
+    return _HEADER_SAFE.fullmatch(value) is not None
+
+
 def _too_large(limit: int, advice: str) -> str:
     return f"The body is larger than this relay's limit of {limit} bytes: {advice}"
 
@@ -228,6 +237,9 @@ class CreateEvent:
         else:
             headers["Idempotent-Replayed"] = "true"
         self.on_received(space.id, "accepted" if queued else "duplicate", "", entry.idempotency_key)
-        if queued or sent_key is not None:  # a key assigned to a duplicate was never stored
-            headers["Idempotency-Key"] = entry.idempotency_key
+        key = entry.idempotency_key
+        # A key assigned to a duplicate was never stored; a key that is no safe header value
+        # (non-ASCII, control characters: header injection) is only in the stored event.
+        if (queued or sent_key is not None) and _header_safe(key):
+            headers["Idempotency-Key"] = key
         return 202, headers, _ACCEPTED_BODY
