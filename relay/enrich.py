@@ -83,12 +83,14 @@ def client_address(host: str | None) -> str | None:
     `host` is the peer address, or the right-most untrusted `X-Forwarded-For` hop when the
     peer is a trusted proxy (uvicorn's ProxyHeadersMiddleware). A proxy may put a word there
     (`unknown`, an obfuscated `_hidden`), and no such word may become an event's `ip`. An
-    IPv4 address mapped into IPv6 (a dual-stack socket) is given as the IPv4 address.
+    IPv4 address mapped into IPv6 (a dual-stack socket) is given as the IPv4 address, and an
+    IPv6 zone is dropped.
     """
     if not host:
         return None
     try:
-        address = ipaddress.ip_address(host)
+        # A zone (fe80::1%eth0) names an interface of the relay's machine, not the client.
+        address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -107,7 +109,7 @@ def rate_key(host: str | None) -> str:
     if address is None:
         return "ip:?"
     if ":" in address:
-        return f"ip:{ipaddress.ip_network(address.split('%')[0] + '/64', strict=False)}"
+        return f"ip:{ipaddress.ip_network(address + '/64', strict=False)}"
     return f"ip:{address}"
 
 

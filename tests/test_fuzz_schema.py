@@ -439,13 +439,6 @@ def event_of(drawn: Drawn) -> dict[str, object]:
     return drawn[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay/enrich.py client_address keeps an IPv6 zone (fe80::1%eth0, as a link-local "
-    "peer or a proxy's X-Forwarded-For gives it), which the API's ip rule refuses: the event is "
-    "refused for an ip the browser never sent. Remove this mark once client_address drops the "
-    "zone (or treats such an address as none).",
-)
 def test_a_zoned_client_address_does_not_refuse_the_event() -> None:
     client = Client("fe80::1%eth0", None, "t" * 22)
     _, errors = browser_event({"event_name": "purchase", "fingerprint": "f"}, client, CUSTOM, NOW)
