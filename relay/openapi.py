@@ -33,12 +33,15 @@ from relay.schema import (
 
 Schema = dict[str, object]
 
+# Text holds no NUL: valid JSON as \u0000, but refused by the rules (no upstream keeps it).
+NO_NUL_PATTERN = r"^[^\x00]*$"
 _STRING: Schema = {"type": "string"}
+_TEXT: Schema = {"type": "string", "pattern": NO_NUL_PATTERN}
 # A header value as sent and as read back: visible ASCII, with inner spaces and tabs.
 HEADER_SAFE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?$"
 _KIND_SCHEMAS: dict[Kind, Schema] = {
-    Kind.TEXT: _STRING,
-    Kind.TOKEN: {"type": "string", "minLength": 1},
+    Kind.TEXT: _TEXT,
+    Kind.TOKEN: {"type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN},
     Kind.EMAIL: {"type": "string", "maxLength": MAX_EMAIL_LENGTH, "pattern": EMAIL_PATTERN},
     Kind.IP: {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
     Kind.URL: {"type": "string", "pattern": URL_PATTERN},
@@ -58,6 +61,7 @@ _KIND_SCHEMAS: dict[Kind, Schema] = {
         "type": "string",
         "minLength": 1,
         "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+        "pattern": NO_NUL_PATTERN,
     },
 }
 

@@ -64,11 +64,13 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Unix seconds up to the year 5138; a millisecond time of any date since 1973 is larger.
 MAX_EVENT_TIME_SECONDS = 10**11
 MAX_DEPTH = 32
+MAX_HINTS = 3  # unknown fields of one event that get a "did you mean" (see validate)
+_HOLDS_NUL = "holds a NUL character (\\u0000), which no text may hold: remove it."
 
 # These patterns are the rules themselves (matched whole), and are written in the common
 # subset of Python's and ECMA-262's regex syntax so the OpenAPI document can carry them.
 CUSTOM_EVENT_PATTERN = r"^custom_event_([1-9]|[1-4][0-9]|50)$"
-EMAIL_PATTERN = r"^[^@]+@[^@]+$"
+EMAIL_PATTERN = r"^[^@\x00]+@[^@\x00]+$"
 URL_PATTERN = (
     r"^[Hh][Tt][Tt][Pp][Ss]?://"
     r"([^\x00-\x20\x7f/?#@]*@)?"  # user info
@@ -274,26 +276,31 @@ def parse_json(raw: bytes) -> object:
 
 
 def validate(
-    data: Mapping[str, object], custom_events: frozenset[str]
+    data: Mapping[str, object], custom_events: frozenset[str], *, hints: int = MAX_HINTS
 ) -> tuple[dict[str, object], dict[str, list[str]]]:
     """Check an event against the contract; returns (the cleaned event, every problem).
 
     The cleaned event is `data` without its `None` values (`null` counts as absent); values
     are not normalised. The problems map a field name to its messages, and are empty when
     the event is valid. `custom_events` are the `custom_event_N` names the Space configured.
+    The first `hints` unknown fields get a "did you mean" (a fuzzy match costs up to half a
+    millisecond: a body of thousands of unknown names must not buy seconds of CPU).
     """
     event: dict[str, object] = {}
     errors: dict[str, list[str]] = {}
     for name, value in data.items():
         kind = _KINDS.get(name)
         if kind is None:
-            message: str | None = _unknown_field(name)  # even when null: the name is wrong
+            message: str | None = _unknown_field(name, hints > 0)  # even when null
+            hints -= 1
         elif value is None:
             continue
         elif kind is Kind.EVENT_NAME:
             message = _check_event_name(value, custom_events)
         else:
             message = _CHECKS[kind](value)
+        if message is None and isinstance(value, str) and "\x00" in value:
+            message = _HOLDS_NUL  # valid JSON (\u0000), but no upstream keeps it
         if value is not None:
             event[name] = value
         if message is not None:
@@ -499,7 +506,7 @@ _CHECKS: dict[Kind, Callable[[object], str | None]] = {
 }
 
 
-def _unknown_field(name: str) -> str:
+def _unknown_field(name: str, hint: bool = True) -> str:
     shown = _clip(name)
     number = _PROFILE_FIELD.fullmatch(name)
     if number is not None and not _is_profile_number(number[1]):
@@ -507,7 +514,7 @@ def _unknown_field(name: str) -> str:
             f"'{shown}' is not a field: profile fields are profile_field_1 to "
             f"profile_field_{PROFILE_FIELD_COUNT} (1-15 text, 16-25 numbers, 26-30 dates)."
         )
-    hint = _did_you_mean(name, _FIELD_ALIASES, _FIELD_NAMES)
+    hint = _did_you_mean(name, _FIELD_ALIASES, _FIELD_NAMES) if hint else ""
     if hint:
         return f"'{shown}' is not a field of the Create Event API: {hint.strip()}"
     return (

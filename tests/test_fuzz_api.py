@@ -135,7 +135,7 @@ def test_the_document_has_only_the_operation_fuzzed(relay: RelayProcess) -> None
     assert set(document["paths"][PATH]) == {"post"}
 
 
-@pytest.mark.parametrize("key", ["snow\u2603man", "a\r\nSet-Cookie: x=y", "nul\x00", " padded "])
+@pytest.mark.parametrize("key", ["snow\u2603man", "a\r\nSet-Cookie: x=y", "bell\x07", " padded "])
 def test_a_key_that_is_no_header_value_is_still_answered(relay: RelayProcess, key: str) -> None:
     event = {"event_name": "purchase", "email": "a@b.co", "idempotency_key": key}
     headers = {"Authorization": f"Bearer {KEY}"}

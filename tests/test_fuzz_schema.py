@@ -15,6 +15,7 @@ import math
 import string
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 from hypothesis import example, given
@@ -60,7 +61,9 @@ def other_type(*wanted: str) -> st.SearchStrategy[object]:
 # --- good and bad values of each kind, built so that which they are is known ----------------
 
 letters = st.text(string.ascii_letters, min_size=1, max_size=12)
-no_at = st.text(min_size=1, max_size=40).filter(lambda text: "@" not in text)
+# Text a valid field may hold: anything but NUL (valid JSON as \u0000, refused by the rules).
+texts = partial(st.text, st.characters(codec="utf-8", exclude_characters="\x00"))
+no_at = texts(min_size=1, max_size=40).filter(lambda text: "@" not in text)
 offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
 date_times = st.builds(
     lambda moment, timespec, sep, zulu: _iso(moment, timespec, sep, zulu),
@@ -115,8 +118,8 @@ not_numbers = st.sampled_from(
 
 GOOD: Mapping[Kind, st.SearchStrategy[object]] = {
     Kind.EVENT_NAME: st.sampled_from(sorted(STANDARD_EVENTS | CUSTOM)),
-    Kind.TEXT: st.text(),
-    Kind.TOKEN: st.text(min_size=1),
+    Kind.TEXT: texts(),
+    Kind.TOKEN: texts(min_size=1),
     Kind.EMAIL: st.builds("{}@{}".format, no_at, no_at),
     Kind.IP: st.ip_addresses().map(str),
     Kind.URL: urls,
@@ -127,7 +130,7 @@ GOOD: Mapping[Kind, st.SearchStrategy[object]] = {
     Kind.BOOLEAN: st.booleans(),
     Kind.NUMERIC: st.integers() | finite_floats | number_texts,
     Kind.DATE: st.dates().map(date.isoformat) | date_times,
-    Kind.IDEMPOTENCY_KEY: st.text(min_size=1, max_size=schema.MAX_IDEMPOTENCY_KEY_LENGTH),
+    Kind.IDEMPOTENCY_KEY: texts(min_size=1, max_size=schema.MAX_IDEMPOTENCY_KEY_LENGTH),
 }
 
 non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
@@ -370,8 +373,8 @@ clients = st.builds(
     Client,
     # what the peer address (or a trusted proxy's X-Forwarded-For) may be, words included
     ip=st.none() | st.ip_addresses().map(str) | st.sampled_from(["unknown", "_hidden", ""]),
-    user_agent=st.none() | st.text(),
-    comet_token=st.text(min_size=1),
+    user_agent=st.none() | texts(),  # an HTTP header holds no NUL
+    comet_token=texts(min_size=1),
 )
 
 

@@ -362,3 +362,20 @@ def test_parse_body_raises_only_invalid_on_any_bytes() -> None:
         except Invalid:
             continue
         assert isinstance(result, dict), raw
+
+
+def test_a_nul_in_a_text_field_is_refused_naming_the_field() -> None:
+    event = schema.parse_body(b'{"event_name": "purchase", "email": "a@b.co", "order_id": "x\\u0000y"}')
+    _, errors = schema.validate(event, frozenset())
+    assert list(errors) == ["order_id"] and "NUL" in errors["order_id"][0]
+    kept = schema.parse_body(b'{"event_name": "purchase", "order_id": "x\\\\u0000y"}')
+    assert kept["order_id"] == "x\\u0000y"  # an escaped backslash, then the text u0000
+
+
+def test_only_the_first_unknown_fields_get_a_did_you_mean() -> None:
+    event = {"event_name": "purchase", "emial": "a@b.co", **{f"amout{i}": 1 for i in range(6)}}
+    _, errors = schema.validate(event, frozenset())
+    assert "did you mean 'email'" in errors["emial"][0]
+    hinted = [name for name in errors if "did you mean" in errors[name][0]]
+    assert len(hinted) == schema.MAX_HINTS
+    assert set(errors) >= {"emial", *(f"amout{i}" for i in range(6))}  # all still named
