@@ -75,6 +75,7 @@ KILL_GRACE_AFTER = 1.0  # a request the killed relay sent may be read by the ups
 # starts (21 arrivals 50 ms apart fit in one second at 1200/min), so a request delayed by one
 # interval on a busy machine makes it +2. Each such second is listed in the report's notes.
 JITTER = 1
+IN_FLIGHT = 0.5  # seconds after a 429 in which requests started before it may still arrive
 MEMORY_SLACK_KB = 8 * 1024
 MEMORY_SLACK_SHARE = 0.15
 
@@ -803,6 +804,13 @@ def judge(
                 f"arrival jitter): {rates[plan.id]}"
             )
 
+    held = retry_after_kept(options, chaos, records, token_space)
+    for miss in held:
+        if miss["kill_between"]:
+            notes.append(f"a 429's Retry-After was not kept across a kill: {miss}")
+        else:
+            problems.append(f"a 429's Retry-After was not kept: {miss}")
+
     faults = Counter(kind for r in records if (kind := fault_kind(r)))
     missing = [k for k in FAULT_KINDS if not faults[k]]
     if missing:
@@ -848,9 +856,47 @@ def judge(
             "duplicates_of_resent_keys": sum(1 for r in repeats if r["key"] in ledger.resent),
         },
         "rates": rates,
+        "retry_after_not_kept": held,
         "problems": problems,
         "notes": notes,
     }
+
+
+def retry_after_kept(
+    options: Options, chaos: Chaos, records: list[dict[str, Any]], token_space: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Each 429 after which its Space's upstream saw a new request before Retry-After passed.
+
+    Requests already in flight when the 429 was answered may arrive a little after it, so the
+    first IN_FLIGHT seconds are not counted; `kill_between` tells a hold that died with the
+    process (SQLite's pacer lives in the process) from one that was ignored.
+    """
+    began = chaos.lives[0][0]
+    missed = []
+    for space in token_space.values():
+        mine = sorted(
+            (r["at"], r["status"]) for r in records if token_space.get(r["authorization"]) == space
+        )
+        times = [at for at, _ in mine]
+        for at, status in mine:
+            if status != 429:
+                continue
+            early = times[
+                bisect.bisect_right(times, at + IN_FLIGHT) : bisect.bisect_left(
+                    times, at + options.retry_after - 0.1
+                )
+            ]
+            if early:
+                missed.append(
+                    {
+                        "space": space,
+                        "at": round(at - began, 2),
+                        "early_requests": len(early),
+                        "first_after_s": round(early[0] - at, 2),
+                        "kill_between": any(at - 0.1 <= k <= early[0] for k in chaos.kills),
+                    }
+                )
+    return missed
 
 
 def _enriched(body: dict[str, Any], sent: dict[str, Any]) -> bool:
