@@ -25,6 +25,8 @@ broken promise (exit status 1 when there is one):
 - nothing refused or deduplicated by the relay ever reaches the upstream, and an API event
   reaches it exactly as accepted; a browser event carries what only the relay sets;
 - the upstream sees an event twice only when its first delivery came just before a kill;
+- after a 429 the Space's upstream sees no new request until Retry-After has passed (a hold
+  that died with a killed process is listed in `notes`: SQLite's pacer lives in the process);
 - no Space's upstream sees more than rate/60 + 2 requests in any second, rate + 2 in any
   minute: the README promises rate/60 + 1, whose +1 evenly spaced starts already use up (21
   arrivals 50 ms apart fit in a second at 1200/min), and arrival jitter of one interval on a
@@ -925,7 +927,8 @@ def summary(report: dict[str, Any]) -> str:
     """The report as a few readable lines."""
     run, up, mem = report["run"], report["upstream"], report["memory"]
     rates = "; ".join(
-        f"{sid}: {r['max_per_second']}/s (allowed {r['allowed_per_second']}), "
+        f"{sid}: {r['max_per_second']}/s (README {r['readme_per_second']}, "
+        f"allowed {r['allowed_per_second']}), "
         f"{r['max_per_minute']}/min (allowed {r['allowed_per_minute']})"
         for sid, r in report["rates"].items()
     )

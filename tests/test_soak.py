@@ -8,6 +8,7 @@ both hold the run against the same promises (bench.soak.judge).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def test_short_soak_loses_nothing_duplicates_only_around_kills_and_keeps_the_rat
     tmp_path: Path, database: str
 ) -> None:
     backend = "sqlite" if database == "relay.db" else "redis"
-    report = run_soak(Options(**{**SHORT.__dict__, "backend": backend}), tmp_path, database)
+    report = run_soak(dataclasses.replace(SHORT, backend=backend), tmp_path, database)
     shown = summary(report)
 
     assert report["problems"] == [], shown
