@@ -1,8 +1,8 @@
 """Which implementation of each shared piece a `database` setting selects.
 
-A SQLite path keeps everything in this process (the outbox in the file, the rate limits and
-the upstream pacing in memory); a redis:// or rediss:// URL puts all three in that Redis, so
-every relay and forwarder using it shares them.
+A SQLite path keeps the outbox and the upstream pacing in the file (shared by the processes
+on that file) and the inbound rate limits in the process's memory; a redis:// or rediss://
+URL puts all three in that Redis, so every relay and forwarder using it shares them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from relay.pacing import MemoryPacer, Pacer
+from relay.pacing import Pacer
 from relay.ratelimit import MemoryRateLimiter, RateLimiter
 
 
@@ -28,9 +28,11 @@ def open_limiter(database: str, clock: Callable[[], float] = time.time) -> RateL
 
 
 def open_pacer(database: str) -> Pacer:
-    """The upstream pacer: per process, or shared by every forwarder on the Redis."""
+    """The upstream pacer, shared by every forwarder on the SQLite file or on the Redis."""
     if is_redis(database):
         from relay.pacing import RedisPacer
 
         return RedisPacer(database)
-    return MemoryPacer()
+    from relay.pacing_sqlite import SQLitePacer
+
+    return SQLitePacer(database)

@@ -6,8 +6,9 @@ start times: `reserve` gives the caller the next free slot and moves the Space's
 interval on, atomically, so two forwarders never get the same slot. `hold` pushes the next
 slot later (the upstream's Retry-After, a pause after 401/403, a backoff).
 
-`MemoryPacer` serves the forwarders of one process; `RedisPacer` those of every relay on one
-Redis (one key per Space, `comet:{S}:pace`, in the Space's Cluster slot). Times are the
+`MemoryPacer` serves the forwarders of one process (tests); `SQLitePacer`
+(relay.pacing_sqlite) those of every process on one SQLite file; `RedisPacer` those of every
+relay on one Redis (one key per Space, `comet:{S}:pace`, in the Space's Cluster slot). Times are the
 callers' clocks (Unix seconds), so relays on several machines need synchronised clocks (NTP);
 a skew of d seconds shifts one start by at most d.
 """

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -182,3 +182,14 @@ class UpstreamProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def busiest_second(times: Iterable[float]) -> int:
+    """The most arrivals in any window [t, t + 1 s)."""
+    ordered = sorted(times)
+    most, first = 0, 0
+    for last, t in enumerate(ordered):
+        while ordered[first] <= t - 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most

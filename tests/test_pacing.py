@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
+from relay.backends import open_pacer
 from relay.errors import Unavailable
 from relay.pacing import MemoryPacer, Pacer, RedisPacer
+from relay.pacing_sqlite import MAX_AHEAD_SECONDS, SQLitePacer
 from tests.support import free_port
 
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """ "memory", or the URL of the session's redis-server, emptied."""
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """ "memory", a SQLite file's path, or the URL of the session's redis-server, emptied."""
     if request.param == "redis":
         return str(request.getfixturevalue("redis_url"))
+    if request.param == "sqlite":
+        return str(tmp_path / "relay.db")
     return str(request.param)
 
 
@@ -28,7 +33,7 @@ def run(backend: str, scenario: Callable[[Pacer], Awaitable[None]]) -> None:
         if backend == "memory":
             await scenario(MemoryPacer())
             return
-        pacer = RedisPacer(backend)
+        pacer = open_pacer(backend)
         await pacer.start()
         try:
             await scenario(pacer)
@@ -83,6 +88,41 @@ def test_concurrent_reservations_get_distinct_slots(backend: str) -> None:
         assert sorted(starts) == [T0 + 0.25 * i for i in range(40)]
 
     run(backend, scenario)
+
+
+# SQLite only
+
+
+def test_sqlite_forwarders_on_one_file_share_the_pace_and_a_hold_outlives_them(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "relay.db")
+
+    async def scenario() -> tuple[list[float], float, float]:
+        pacers = [SQLitePacer(path) for _ in range(3)]
+        for pacer in pacers:
+            await pacer.start()
+        starts = await asyncio.gather(*(p.reserve("acme", 0.1, T0) for _ in range(10) for p in pacers))
+        await pacers[0].hold("acme", T0 + 60, T0)  # a 429's Retry-After: 60
+        for pacer in pacers:
+            await pacer.close()  # every forwarder is gone (killed, restarted)
+        again = SQLitePacer(path)
+        await again.start()
+        try:
+            after_restart = await again.reserve("acme", 0.1, T0 + 5)
+            far = await again.reserve("beta", 0.1, T0)
+            await again.hold("beta", T0 + 10 * MAX_AHEAD_SECONDS, T0)  # a clock set far ahead
+            clamped = await again.reserve("beta", 0.1, T0 + 1)
+        finally:
+            await again.close()
+        assert far == T0
+        return sorted(starts), after_restart, clamped
+
+    starts, after_restart, clamped = asyncio.run(scenario())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert starts[0] == T0 and gaps == pytest.approx([0.1] * 29, abs=1e-6)
+    assert after_restart == T0 + 60
+    assert clamped == T0 + 1 + MAX_AHEAD_SECONDS
 
 
 # Redis only

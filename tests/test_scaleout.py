@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import RelayProcess, Space, UpstreamProcess, wait_for, write_config
+from tests.support import (
+    RelayProcess,
+    Space,
+    UpstreamProcess,
+    busiest_second,
+    wait_for,
+    write_config,
+)
 from tests.test_cli_migrate import use_database
 from tests.test_forwarder import KEY, PATH, delivered_keys
 
@@ -67,17 +74,6 @@ def sender(record: dict[str, Any]) -> str:
 def r_key(record: dict[str, Any]) -> str:
     """The idempotency key of an upstream request."""
     return str(json.loads(record["body"])["idempotency_key"])
-
-
-def busiest_second(times: Iterable[float]) -> int:
-    """The most arrivals in any window [t, t + 1 s)."""
-    ordered = sorted(times)
-    most, first = 0, 0
-    for last, t in enumerate(ordered):
-        while ordered[first] <= t - 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def config_for(directory: Path, upstream: UpstreamProcess, redis_url: str) -> Path:
