@@ -174,9 +174,11 @@ async def scrape(metrics: Metrics, outbox: Outbox, now: float) -> bytes:
     fails: the counters are still worth a scrape, and /readyz tells the rest)."""
     queue = None
     try:
-        stats = await outbox.stats()
+        # Figures first: the counts read after them are at least as recent, so a scrape that
+        # shows an empty queue also shows every event it held as delivered or dead.
         if isinstance(outbox, QueueAges):
             queue = await outbox.queue_figures()
+        stats = await outbox.stats()
     except Exception:  # any failure of the store leaves the gauges out
         log.warning("outbox stats failed during a metrics scrape", exc_info=True)
         stats = None

@@ -76,7 +76,9 @@ def test_a_forward_process_serves_its_deliveries_on_its_own_metrics_port(
             seen = scrape(url)
             if seen is None or value(seen, "comet_deliveries_total", space="acme", status="202") < 3:
                 return None
-            return seen if space_depth(seen) == 0 else None
+            # The outbox's counts and its queue figures are two reads: a mark may land between.
+            settled = value(seen, "comet_outbox_events", space="acme", state="delivered") == 3
+            return seen if settled and space_depth(seen) == 0 else None
 
         seen = wait_for(delivered, 30, f"three deliveries on {url}/metrics")
         health = httpx.get(f"{url}/healthz", timeout=5)
