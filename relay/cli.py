@@ -199,8 +199,8 @@ def forward(
     """Run only the forwarder, without the relay's HTTP server, until SIGTERM or SIGINT.
 
     Several forward processes may share one SQLite file (and `serve --no-forward`): each event
-    is sent once, at least once around a crash. Each process paces a Space at its full
-    upstream_rate_per_minute on its own. Deliveries, retries and dead letters are counted
+    is sent once, at least once around a crash. Together they keep each Space's
+    upstream_rate_per_minute: the pace is kept in the SQLite file (or the Redis). Deliveries, retries and dead letters are counted
     (in PROMETHEUS_MULTIPROC_DIR when it is set, so `serve`'s /metrics on the same machine
     includes them; with --metrics-port on this process's own /metrics) and logged as `serve`
     logs them.
