@@ -123,9 +123,14 @@ def test_a_clock_that_steps_back_adds_no_tokens(backend: str) -> None:
 
 def test_memory_stays_bounded() -> None:
     limiter = MemoryRateLimiter(Clock(), max_keys=100)
-    for i in range(1000):
-        limiter.take(f"ip-{i}", 5)
-    assert len(limiter._buckets) <= 100
+
+    async def scenario() -> list[Decision]:
+        return [await limiter.take(f"ip-{i}", 5) for i in range(1000)]
+
+    decisions = asyncio.run(scenario())
+    assert all(d.allowed for d in decisions)
+    assert 0 < len(limiter._buckets) <= 100
+    assert "ip-999" in limiter._buckets  # the newest keys are kept, the oldest evicted
 
 
 # Redis only
