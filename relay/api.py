@@ -237,9 +237,9 @@ class CreateEvent:
         else:
             headers["Idempotent-Replayed"] = "true"
         self.on_received(space.id, "accepted" if queued else "duplicate", "", entry.idempotency_key)
-        key = entry.idempotency_key
+        idempotency_key = entry.idempotency_key
         # A key assigned to a duplicate was never stored; a key that is no safe header value
         # (non-ASCII, control characters: header injection) is only in the stored event.
-        if (queued or sent_key is not None) and _header_safe(key):
-            headers["Idempotency-Key"] = key
+        if (queued or sent_key is not None) and _header_safe(idempotency_key):
+            headers["Idempotency-Key"] = idempotency_key
         return 202, headers, _ACCEPTED_BODY

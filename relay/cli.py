@@ -118,7 +118,7 @@ def serve(
 
 def server_options(
     settings: Settings, host: str, port: int, *, access_log: bool = False
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """How `serve` runs uvicorn (the benchmarks run their baseline with the same options).
 
     The HTTP protocol is uvicorn's httptools one with a bound on each request head's size and

@@ -506,7 +506,7 @@ _CHECKS: dict[Kind, Callable[[object], str | None]] = {
 }
 
 
-def _unknown_field(name: str, hint: bool = True) -> str:
+def _unknown_field(name: str, suggest: bool = True) -> str:
     shown = _clip(name)
     number = _PROFILE_FIELD.fullmatch(name)
     if number is not None and not _is_profile_number(number[1]):
@@ -514,7 +514,7 @@ def _unknown_field(name: str, hint: bool = True) -> str:
             f"'{shown}' is not a field: profile fields are profile_field_1 to "
             f"profile_field_{PROFILE_FIELD_COUNT} (1-15 text, 16-25 numbers, 26-30 dates)."
         )
-    hint = _did_you_mean(name, _FIELD_ALIASES, _FIELD_NAMES) if hint else ""
+    hint = _did_you_mean(name, _FIELD_ALIASES, _FIELD_NAMES) if suggest else ""
     if hint:
         return f"'{shown}' is not a field of the Create Event API: {hint.strip()}"
     return (

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import httpx
 
@@ -97,9 +97,10 @@ class RelayProcess:
     def start(self, timeout: float = 20.0) -> RelayProcess:
         cmd = [sys.executable, "-m", "relay.cli", "serve", "--config", str(self.config)]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), *self.args]
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT)
-        out.close()
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+            )
         wait_for(self._ready, timeout, f"relay on {self.url} (log: {self.log})")
         return self
 
@@ -129,8 +130,9 @@ class RelayProcess:
                 self.proc.wait(5)
         return self.proc.returncode
 
-    def __enter__(self) -> RelayProcess:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -147,10 +149,9 @@ class UpstreamProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> UpstreamProcess:
-        out = open(self.log, "ab")
         cmd = [sys.executable, "-m", "tests.fake_upstream", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-        out.close()
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
         def up() -> bool:
             try:
@@ -177,8 +178,9 @@ class UpstreamProcess:
             self.proc.terminate()
             self.proc.wait(10)
 
-    def __enter__(self) -> UpstreamProcess:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

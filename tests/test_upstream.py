@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -38,7 +38,7 @@ def test_fatal_keeps_the_upstreams_message_and_errors() -> None:
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [("7", 7.0), ("0", 0.0), ("-3", 0.0), (None, 60.0), ("soon", 60.0), ("99999", 3600.0),
-     (format_datetime(datetime.fromtimestamp(NOW + 42, timezone.utc), usegmt=True), 42.0)],
+     (format_datetime(datetime.fromtimestamp(NOW + 42, UTC), usegmt=True), 42.0)],
 )
 def test_retry_after_takes_seconds_or_an_http_date(header: str | None, seconds: float) -> None:
     assert retry_after(header, NOW) == pytest.approx(seconds, abs=1)
