@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from relay.api import CreateEvent
+from relay.api import INTERNAL_ERROR, CreateEvent
 from relay.backends import open_limiter
 from relay.browser import Collect, Demo, Snippet, static_file
 from relay.debug import Debugger, not_configured_routes
@@ -233,4 +233,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse({"message": "Internal error; the event was not accepted."}, status_code=500)
+    return JSONResponse({"message": INTERNAL_ERROR}, status_code=500)
