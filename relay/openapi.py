@@ -286,6 +286,7 @@ def _responses() -> dict[str, object]:
         ),
         "401": _answer("Authorization missing, malformed, or an unknown token.", "Error"),
         "403": _answer("The token lacks permission, or the Space is inactive.", "Error"),
+        "408": _answer("The body did not arrive within the relay's time limit.", "Error"),
         "413": _answer("The body is larger than the relay's limit.", "Error"),
         "422": _answer("Validation failed; `errors` lists every problem.", "ValidationError"),
         "429": _answer("Over the Space's rate limit.", "Error", "Retry-After"),

@@ -72,7 +72,7 @@ def test_the_path_is_a_parameter() -> None:
 
 def test_responses_bodies_and_headers(doc: Any) -> None:
     responses = doc["paths"][PATH]["post"]["responses"]
-    assert {"202", "401", "403", "413", "422", "429"} <= set(responses)
+    assert {"202", "401", "403", "408", "413", "422", "429"} <= set(responses)
     for status, response in responses.items():
         headers = response["headers"]
         assert {"X-RateLimit-Limit", "X-RateLimit-Remaining"} <= set(headers), status
