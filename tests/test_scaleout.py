@@ -138,10 +138,13 @@ def test_events_spread_over_two_relays_are_delivered_once_within_the_shared_rate
     assert len(received) == len(keys)  # not one request more than events
     by_relay = Counter(sender(r) for r in received)
     assert set(by_relay) == set(NAMES), by_relay  # both relays forwarded
-    # One pacer for both: per-process pacing would allow twice the rate.
+    # One pacer for both: per-process pacing would allow twice the rate, so the 60 events
+    # would take 3 s, not 6, and a second would see up to 20. One relay's late start can meet
+    # the other's on-time ones in a second (README: Delivery), hence + 2 and not + 1.
     arrivals = sorted(r["at"] for r in received)
     gaps_ms = [round((b - a) * 1000) for a, b in itertools.pairwise(arrivals)]
-    assert busiest_second(arrivals) <= RATE / 60 + 1, f"gaps between arrivals (ms): {gaps_ms}"
+    assert arrivals[-1] - arrivals[0] >= (len(arrivals) - 1) * 60 / RATE - 0.3, gaps_ms
+    assert busiest_second(arrivals) <= RATE / 60 + 2, f"gaps between arrivals (ms): {gaps_ms}"
 
 
 def test_the_same_key_sent_to_both_relays_at_once_is_queued_once(cluster: Cluster) -> None:
