@@ -15,10 +15,12 @@ event loop. If Redis cannot be reached they raise `relay.errors.Unavailable` (50
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from relay.ratelimit import Decision, decision
-from relay.redis_link import RedisLink, Script, number
+from relay.redis_link import Call, RedisLink, Script, number, ok
 
 # KEYS: the bucket. ARGV: limit per minute, now ('' for Redis's clock), 1 to spend or 0 to
 # look. Returns {1 if allowed, tokens left}.
@@ -66,6 +68,9 @@ class RedisRateLimiter:
         self.clock = clock
         self.prefix = prefix
         self.link = RedisLink(url, [BUCKET], socket_timeout=socket_timeout)
+        # The calls of one event-loop tick share a pipeline: one round trip, not one each.
+        self._pending: list[tuple[Call, asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect and load the script; Unavailable if Redis is not there."""
@@ -76,7 +81,8 @@ class RedisRateLimiter:
         await self.link.close()
 
     async def take(self, key: str, limit_per_minute: int) -> Decision:
-        """Spend one request of `key`'s allowance, if there is one (one round trip)."""
+        """Spend one request of `key`'s allowance, if there is one (one round trip, shared
+        with the other calls of the same event-loop tick)."""
         return await self._bucket(key, limit_per_minute, spend=True)
 
     async def peek(self, key: str, limit_per_minute: int) -> Decision:
@@ -87,7 +93,27 @@ class RedisRateLimiter:
         if limit <= 0:
             raise ValueError(f"a rate limit must be positive, got {limit}")
         now = None if self.clock is None else self.clock()
-        allowed, tokens = await self.link.call(
-            BUCKET, [f"{self.prefix}:rl:{key}"], [limit, number(now), int(spend)]
-        )
+        call: Call = (BUCKET, [f"{self.prefix}:rl:{key}"], [limit, number(now), int(spend)])
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((call, future))
+        if len(self._pending) == 1:  # the first of this tick: send them all on the next one
+            loop.call_soon(self._send_pending)
+        allowed, tokens = ok(await future)
         return decision(bool(allowed), limit, float(tokens))
+
+    def _send_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._run(pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, pending: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+        """One pipeline (one round trip) for every bucket call of one event-loop tick."""
+        try:
+            results = await self.link.run([call for call, _ in pending])
+        except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
+            results = [exc] * len(pending)
+        for (_, future), result in zip(pending, results):
+            if not future.done():
+                future.set_result(result)

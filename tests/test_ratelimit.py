@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,26 @@ def test_redis_down_is_unavailable_not_a_hang() -> None:
             await limiter.take("s", 1)
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_redis_takes_of_one_tick_share_one_round_trip(redis_url: str) -> None:
+    async def scenario() -> tuple[list[Decision], list[int]]:
+        limiter = RedisRateLimiter(redis_url, clock=Clock())
+        await limiter.start()
+        sizes: list[int] = []
+        run = limiter.link.run
+
+        async def counted(calls: Any) -> list[Any]:
+            sizes.append(len(calls))
+            return await run(calls)
+
+        limiter.link.run = counted  # type: ignore[method-assign]
+        try:
+            decisions = await asyncio.gather(*(limiter.take("space:acme", 30) for _ in range(40)))
+        finally:
+            await limiter.close()
+        return list(decisions), sizes
+
+    decisions, sizes = asyncio.run(scenario())
+    assert sizes == [40]  # one pipeline for the tick's 40 takes
+    assert [d.allowed for d in decisions].count(True) == 30  # and each still spends its token
