@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from relay.errors import Unavailable
 from relay.ratelimit import Decision, decision
 from relay.redis_link import Call, RedisLink, Script, number, ok
 
@@ -99,7 +100,10 @@ class RedisRateLimiter:
         self._pending.append((call, future))
         if len(self._pending) == 1:  # the first of this tick: send them all on the next one
             loop.call_soon(self._send_pending)
-        allowed, tokens = ok(await future)
+        result = await future
+        if isinstance(result, Unavailable):  # Redis could not be reached: say just that
+            raise result
+        allowed, tokens = ok(result)
         return decision(bool(allowed), limit, float(tokens))
 
     def _send_pending(self) -> None:
