@@ -36,7 +36,7 @@ from relay.api import new_event
 from relay.forwarder import USER_AGENT
 from relay.settings import Settings, load
 from relay.store.sqlite import SQLiteOutbox
-from tests.support import ROOT, Space, free_port, wait_for, write_config
+from tests.support import ROOT, Space, answers, free_port, wait_for, write_config
 
 TOKEN_ENV = "BENCH_UPSTREAM_TOKEN"
 TOKEN = "bench-upstream-token"
@@ -108,14 +108,7 @@ def start_upstream(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     cmd = [*UVICORN, "--lifespan", "off", "--host", "127.0.0.1", "--port", str(port),
            "bench.fast_upstream:app"]
     proc = spawn(cmd, workdir / "upstream.log")
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/_arrivals", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 20, "fast upstream")
+    wait_for(lambda: answers(f"{url}/_arrivals"), 20, "fast upstream")
     return proc, url
 
 

@@ -28,9 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
-from tests.support import ROOT, Space, free_port, wait_for, write_config
+from tests.support import ROOT, Space, answers, free_port, wait_for, write_config
 
 TOKEN = "bench-key-0123456789"
 
@@ -43,14 +41,7 @@ def serve(
     cmd = [sys.executable, "-m", "bench.server", target, "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(up, 20, f"{target} server")
+    wait_for(lambda: answers(url + "/healthz"), 20, f"{target} server")
     return proc, url
 
 

@@ -44,6 +44,14 @@ def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "
         time.sleep(0.02)
 
 
+def answers(url: str) -> bool:
+    """Whether GET `url` answers 200 now (False while the server is not up yet)."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @dataclass
 class Space:
     id: str = "acme"
@@ -107,10 +115,7 @@ class RelayProcess:
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"relay exited with {self.proc.returncode}: {self.log.read_text()}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers(f"{self.url}/healthz")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, as a power cut would leave it."""
@@ -152,14 +157,7 @@ class UpstreamProcess:
         cmd = [sys.executable, "-m", "tests.fake_upstream", "--port", str(self.port)]
         with open(self.log, "ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, 20, "fake upstream")
+        wait_for(lambda: answers(f"{self.url}/healthz"), 20, "fake upstream")
         return self
 
     def control(self, script: list[dict[str, object]] | None = None, default: dict[str, object] | None = None) -> None:
