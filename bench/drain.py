@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from relay.api import new_event
 from relay.forwarder import USER_AGENT
+from relay.rules import new_event
 from relay.settings import Settings, load
 from relay.store.sqlite import SQLiteOutbox
 from tests.support import ROOT, Space, answers, free_port, wait_for, write_config

@@ -11,26 +11,33 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.requests import Request
 
-from relay import schema
+from relay import rules
 from relay.auth import KeyRing, authorize
-from relay.errors import Forbidden, PayloadTooLarge, RelayError, Unavailable
+from relay.errors import (
+    Disconnected,
+    Forbidden,
+    PayloadTooLarge,
+    RateLimited,
+    Refused,
+    ServiceUnavailable,
+    Unavailable,
+)
 from relay.limits import DEFAULT_BODY_SECONDS, bounded_receive
-from relay.openapi import HEADER_SAFE_PATTERN
 from relay.ratelimit import Decision, RateLimiter
-from relay.settings import Settings, Space
-from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, Outbox
+from relay.rules.events import new_event
+from relay.rules.openapi import HEADER_SAFE_PATTERN
+from relay.settings import Settings
+from relay.store.base import Outbox
 
 ACCEPTED = {"status": 202, "message": "Event accepted and queued for processing."}
 _ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every 202: rendered once
 _JSON = (b"content-type", b"application/json")
 _HEADER_SAFE = re.compile(HEADER_SAFE_PATTERN)
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once
 INTERNAL_ERROR = "Internal error; the event was not accepted."
 
 Scope = MutableMapping[str, Any]
@@ -43,7 +50,17 @@ def ignore_report(*args: object) -> None:
     """The default of a report hook: nobody listens."""
 
 
-def refusal_reason(err: RelayError) -> str:
+async def limited(decided: Awaitable[Decision]) -> Decision:
+    """A rate limiter's decision; 503 when its store cannot be reached."""
+    try:
+        return await decided
+    except Unavailable as exc:
+        raise ServiceUnavailable(
+            "The rate limiter's store could not be reached; retry the request."
+        ) from exc
+
+
+def refusal_reason(err: Refused) -> str:
     """The `reason` of a refused request: its first refused field, else the kind of refusal."""
     if err.errors:
         return next(iter(err.errors))
@@ -56,37 +73,6 @@ _REASONS = {
 # A refusal sent before the body was read closes the connection: otherwise the server would
 # go on reading (and dropping) whatever the sender still streams, endlessly if it is chunked.
 CLOSE = {"Connection": "close"}
-
-
-def dedup_keys(event: dict[str, object]) -> tuple[str, ...]:
-    """The keys that make a later event a duplicate of this one (CONTRACT.md §1)."""
-    keys = []
-    if "idempotency_key" in event:
-        keys.append(f"idem:{event['idempotency_key']}")
-    if "order_id" in event:
-        keys.append(f"order:{event['event_name']}:{event['order_id']}")
-    return tuple(keys)
-
-
-def new_event(space: Space, event: dict[str, object], now: float) -> NewEvent:
-    """Turn a checked event into an outbox entry, assigning an idempotency key if it has none.
-
-    The dedup keys are computed before a key is assigned: an assigned key is unique anyway.
-    """
-    keys = dedup_keys(event)
-    if "idempotency_key" not in event:
-        event["idempotency_key"] = str(uuid.uuid4())
-    name = str(event["event_name"])
-    return NewEvent(
-        space=space.id,
-        event_name=name,
-        idempotency_key=str(event["idempotency_key"]),
-        payload=_encode(event).encode(),
-        dedup_keys=keys,
-        dedup_until=now + space.dedup_window_hours * 3600.0,
-        received_at=now,
-        priority=PRIORITY_PAGE_VIEW if name == schema.PAGE_VIEW_EVENT else PRIORITY_CONVERSION,
-    )
 
 
 async def read_body(
@@ -127,7 +113,7 @@ async def receive_body(
     while True:
         if message["type"] != "http.request":
             # The sender hung up mid-body: nothing was accepted and nobody reads the answer.
-            raise RelayError("The client went away before sending the whole body.")
+            raise Disconnected()
         buffer += message.get("body", b"")
         if len(buffer) > limit:
             raise PayloadTooLarge(_too_large(limit, advice), headers=CLOSE)
@@ -203,29 +189,28 @@ class CreateEvent:
             try:
                 authorize(space, key)
             except Forbidden:
-                decision = await self.limiter.peek(bucket, limit)
+                decision = await limited(self.limiter.peek(bucket, limit))
                 raise
-            decision = await self.limiter.take(bucket, limit)
+            decision = await limited(self.limiter.take(bucket, limit))
             if not decision.allowed:
-                raise RelayError(
+                raise RateLimited(
                     f"Rate limit of {space.rate_limit_per_minute} requests per minute exceeded; "
-                    f"retry after {decision.retry_after} s.",
-                    status=429,
+                    f"retry after {decision.retry_after} s."
                 )
             raw = await receive_body(
                 receive, declared, self.settings.max_body_bytes,
                 seconds=self.settings.body_timeout_seconds,
             )
             read = True
-            event = schema.check(schema.parse_body(raw), space.custom_events)
+            event = rules.check(rules.parse_body(raw), space.custom_events)
             sent_key = event.get("idempotency_key")
             now = self.clock()
             entry = new_event(space, event, now)
             try:
                 (queued,) = await self.outbox.enqueue([entry], now)
             except Exception as exc:  # the store failed: nothing was acknowledged
-                raise Unavailable("The event could not be stored; retry the request.") from exc
-        except RelayError as err:
+                raise ServiceUnavailable("The event could not be stored; retry the request.") from exc
+        except Refused as err:
             self.on_received(space_id, "rejected", refusal_reason(err), None)
             headers = {**err.headers, **decision.headers()}
             if not read and declared != "0":

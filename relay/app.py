@@ -20,13 +20,13 @@ from relay.api import INTERNAL_ERROR, CreateEvent
 from relay.backends import open_limiter
 from relay.browser import Collect, Demo, Snippet, static_file
 from relay.debug import Debugger, not_configured_routes
-from relay.errors import ConfigError, RelayError
+from relay.errors import ConfigError, Refused
 from relay.forwarder import Forwarder, forwarding
 from relay.journal import Journal
 from relay.metrics import CONTENT_TYPE, Metrics, RequestTimer, scrape
 from relay.observe import Observer, configure_event_log
-from relay.openapi import openapi_schema
 from relay.ratelimit import RateLimiter
+from relay.rules.openapi import openapi_schema
 from relay.settings import TRACK_PATH, Settings
 from relay.store import Outbox, open_outbox
 from relay.tokens import VisitorTokens
@@ -133,7 +133,7 @@ def create_app(
             Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)),
         ],
         exception_handlers={
-            RelayError: _relay_error,
+            Refused: _relay_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },
@@ -221,7 +221,7 @@ def _browser_routes(settings: Settings, collect: Collect | None) -> list[BaseRou
 
 
 async def _relay_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RelayError)
+    assert isinstance(exc, Refused)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 

@@ -29,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from relay import enrich
-from relay.api import CLOSE, ignore_report, new_event, read_body, refusal_reason
-from relay.errors import Forbidden, RateLimited, RelayError, Unavailable
+from relay.api import CLOSE, ignore_report, limited, read_body, refusal_reason
+from relay.errors import Forbidden, RateLimited, Refused, ServiceUnavailable
 from relay.ratelimit import RateLimiter
+from relay.rules import new_event
 from relay.settings import Settings, Space
 from relay.store.base import Outbox
 from relay.tokens import VisitorTokens, cookie_header
@@ -192,7 +193,7 @@ class Collect:
     async def handle(self, request: Request) -> Response:
         try:
             space, headers = self._space(request)
-        except RelayError as err:
+        except Refused as err:
             if request.headers.get("content-length") != "0":
                 err.headers.update(CLOSE)  # the body is not read: see relay.api.CLOSE
             space_id, reason = self._refused_space(request)
@@ -211,7 +212,7 @@ class Collect:
         read = False
         try:
             limit = settings.browser_rate_limit_per_minute
-            decision = await self.limiter.take(enrich.rate_key(ip), limit)
+            decision = await limited(self.limiter.take(enrich.rate_key(ip), limit))
             headers.update(decision.headers())
             if not decision.allowed:
                 raise RateLimited(
@@ -234,7 +235,7 @@ class Collect:
             answer = await self._enqueue(
                 space, events, enrich.Client(ip, user_agent, visit.visitor_id)
             )
-        except RelayError as err:
+        except Refused as err:
             err.headers.update(headers)
             if not read and request.headers.get("content-length") != "0":
                 err.headers.update(CLOSE)
@@ -261,7 +262,7 @@ class Collect:
             try:
                 queued = await self.outbox.enqueue(entries, now)
             except Exception as exc:  # the store failed: nothing was acknowledged
-                raise Unavailable("The events could not be stored; retry the request.") from exc
+                raise ServiceUnavailable("The events could not be stored; retry the request.") from exc
         accepted = sum(queued)
         if accepted:
             self.on_queued(space.id)

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import user_agents
 
-from relay import schema
+from relay import rules
 from relay.errors import Invalid, PayloadTooLarge
 
 RELAY_ONLY: frozenset[str] = frozenset({"ip", "user_agent", "comet_token", "idempotency_key"})
@@ -120,7 +120,7 @@ def parse_batch(raw: bytes, max_events: int) -> list[object]:
     Other keys beside `e` are ignored, so a later snippet may send more. The events themselves
     are not checked here: each is checked on its own by `browser_event`.
     """
-    data = schema.parse_json(raw)
+    data = rules.parse_json(raw)
     events = data.get("e") if isinstance(data, dict) else None
     if not isinstance(events, list):
         raise Invalid(
@@ -216,7 +216,7 @@ def browser_event(
     event["comet_token"] = client.comet_token
     event["event_time"] = event_time(sent.get("event_time"), now)
     # The snippet sends no unknown fields; a batch of 50 forged events gets few hints.
-    checked, errors = schema.validate(event, custom_events, hints=1)
+    checked, errors = rules.validate(event, custom_events, hints=1)
     if "idempotency_key" in errors:
         errors["event_id"] = errors.pop("idempotency_key")
     return checked, errors

@@ -25,7 +25,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from relay.errors import RelayError
+from relay.errors import BodyTimeout
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -36,18 +36,6 @@ DEFAULT_BODY_SECONDS = 30.0
 DEFAULT_HEAD_BYTES = 16384
 DEFAULT_HEAD_SECONDS = 10.0
 _HEAD_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-
-
-class BodyTimeout(RelayError):
-    """408: the body did not arrive in time. The answer closes the connection."""
-
-    status = 408
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(
-            f"The request body did not arrive within {seconds:g} s: send it at once.",
-            headers={"Connection": "close"},
-        )
 
 
 def bounded_receive(

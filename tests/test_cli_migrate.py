@@ -19,8 +19,8 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from relay.api import new_event
 from relay.cli import main
+from relay.rules import new_event
 from relay.settings import load
 from relay.store.base import NewEvent, Outbox
 from relay.store.sqlite import SQLiteOutbox

@@ -16,7 +16,7 @@ import schemathesis
 from schemathesis import Case
 from schemathesis.checks import positive_data_acceptance
 
-from relay.schema import CUSTOM_EVENTS
+from relay.rules import CUSTOM_EVENTS
 from tests.fuzz_support import fuzz_settings
 from tests.support import RelayProcess, Space, write_config
 

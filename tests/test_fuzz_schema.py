@@ -21,10 +21,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from relay import schema
+from relay import rules
 from relay.enrich import RELAY_ONLY, Client, browser_event, parse_batch
 from relay.errors import Invalid, PayloadTooLarge
-from relay.schema import CUSTOM_EVENTS, FIELDS, STANDARD_EVENTS, Kind
+from relay.rules import CUSTOM_EVENTS, FIELDS, STANDARD_EVENTS, Kind
 from tests.fuzz_support import fuzz_settings
 
 CUSTOM = frozenset({"custom_event_3", "custom_event_17"})
@@ -124,13 +124,13 @@ GOOD: Mapping[Kind, st.SearchStrategy[object]] = {
     Kind.IP: st.ip_addresses().map(str),
     Kind.URL: urls,
     Kind.EVENT_TIME: date_times
-    | st.integers(0, schema.MAX_EVENT_TIME_SECONDS)
-    | st.floats(0, schema.MAX_EVENT_TIME_SECONDS),
+    | st.integers(0, rules.MAX_EVENT_TIME_SECONDS)
+    | st.floats(0, rules.MAX_EVENT_TIME_SECONDS),
     Kind.NUMBER: st.integers() | finite_floats,
     Kind.BOOLEAN: st.booleans(),
     Kind.NUMERIC: st.integers() | finite_floats | number_texts,
     Kind.DATE: st.dates().map(date.isoformat) | date_times,
-    Kind.IDEMPOTENCY_KEY: texts(min_size=1, max_size=schema.MAX_IDEMPOTENCY_KEY_LENGTH),
+    Kind.IDEMPOTENCY_KEY: texts(min_size=1, max_size=rules.MAX_IDEMPOTENCY_KEY_LENGTH),
 }
 
 non_finite = st.sampled_from([math.nan, math.inf, -math.inf])
@@ -146,7 +146,7 @@ BAD: Mapping[Kind, st.SearchStrategy[object]] = {
     | st.builds("{}@{}@{}".format, st.text(), st.text(), st.text())
     | no_at.map(lambda text: "@" + text)
     | no_at.map(lambda text: text + "@")
-    | no_at.map(lambda text: "x" * schema.MAX_EMAIL_LENGTH + "@" + text),
+    | no_at.map(lambda text: "x" * rules.MAX_EMAIL_LENGTH + "@" + text),
     Kind.IP: other_type("string")
     | st.text().filter(lambda text: not _is_address(text))
     | st.ip_addresses(v=6).map(lambda address: f"{address}%eth0")
@@ -161,7 +161,7 @@ BAD: Mapping[Kind, st.SearchStrategy[object]] = {
     | st.dates().map(date.isoformat)
     | st.integers(max_value=-1)
     | st.floats(max_value=-1e-9, allow_infinity=False)
-    | st.integers(min_value=schema.MAX_EVENT_TIME_SECONDS + 1)
+    | st.integers(min_value=rules.MAX_EVENT_TIME_SECONDS + 1)
     | non_finite,
     Kind.NUMBER: other_type("number") | number_texts | non_finite,
     Kind.BOOLEAN: other_type("boolean"),
@@ -169,7 +169,7 @@ BAD: Mapping[Kind, st.SearchStrategy[object]] = {
     Kind.DATE: other_type("string") | not_iso,
     Kind.IDEMPOTENCY_KEY: other_type("string")
     | st.just("")
-    | st.text(min_size=schema.MAX_IDEMPOTENCY_KEY_LENGTH + 1),
+    | st.text(min_size=rules.MAX_IDEMPOTENCY_KEY_LENGTH + 1),
 }
 
 
@@ -252,15 +252,15 @@ def assert_well_formed(errors: Mapping[str, list[str]] | None) -> None:
 )
 def test_the_rules_name_exactly_the_fields_an_event_breaks(drawn: Drawn) -> None:
     event, bad = drawn
-    cleaned, errors = schema.validate(event, CUSTOM)
+    cleaned, errors = rules.validate(event, CUSTOM)
     assert set(errors) == expected(event, bad)
     if not errors:
         assert cleaned == {name: value for name, value in event.items() if value is not None}
-        assert schema.check(event, CUSTOM) == cleaned
+        assert rules.check(event, CUSTOM) == cleaned
         return
     assert_well_formed(errors)
     with pytest.raises(Invalid) as refused:
-        schema.check(event, CUSTOM)
+        rules.check(event, CUSTOM)
     assert refused.value.status == 422 and refused.value.errors == errors
 
 
@@ -272,9 +272,9 @@ def test_an_event_reads_the_same_from_json(drawn: Drawn) -> None:
         raw = json.dumps(event, allow_nan=False).encode()
     except ValueError:  # NaN or infinity: JSON cannot carry them (the parser test refuses them)
         return
-    parsed = schema.parse_body(raw)
+    parsed = rules.parse_body(raw)
     assert parsed == event
-    assert schema.validate(parsed, CUSTOM)[1] == schema.validate(event, CUSTOM)[1]
+    assert rules.validate(parsed, CUSTOM)[1] == rules.validate(event, CUSTOM)[1]
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -341,7 +341,7 @@ bodies = st.binary(max_size=64) | json_texts | mangled() | st.lists(json_pieces)
 @example(b'{"profile_field_' + b"9" * 5000 + b'": 1}')
 def test_parsing_any_body_raises_only_the_validation_error(raw: bytes) -> None:
     try:
-        event = schema.check(schema.parse_body(raw), CUSTOM)
+        event = rules.check(rules.parse_body(raw), CUSTOM)
     except Invalid as refused:
         assert refused.status == 422
         assert_well_formed(refused.errors)  # the 422 always has `errors`, as documented
@@ -354,14 +354,14 @@ def test_parsing_any_body_raises_only_the_validation_error(raw: bytes) -> None:
 def test_a_body_refused_as_a_whole_is_listed_under_body(raw: bytes) -> None:
     # Found by schemathesis: the documented 422 has `errors`, these answers had none.
     with pytest.raises(Invalid) as refused:
-        schema.parse_body(raw)
-    assert refused.value.errors == {schema.BODY: [refused.value.message]}
+        rules.parse_body(raw)
+    assert refused.value.errors == {rules.BODY: [refused.value.message]}
 
 
 def test_a_profile_field_of_thousands_of_digits_is_an_unknown_field() -> None:
     # int() of its number raised ValueError (a 500) instead of naming the field.
     name = "profile_field_" + "9" * 5000
-    _, errors = schema.validate({"event_name": "purchase", "email": "a@b", name: 1}, CUSTOM)
+    _, errors = rules.validate({"event_name": "purchase", "email": "a@b", name: 1}, CUSTOM)
     assert set(errors) == {name} and "profile_field_30" in errors[name][0]
 
 
@@ -413,7 +413,7 @@ def test_a_browser_event_names_exactly_the_fields_it_breaks(drawn: Drawn, client
     if errors:
         assert_well_formed(errors)
         return
-    assert schema.check(event, CUSTOM) == event  # what is accepted passes the API's rules
+    assert rules.check(event, CUSTOM) == event  # what is accepted passes the API's rules
     assert event["comet_token"] == client.comet_token
     assert event.get("user_agent") == (client.user_agent or None)
     kept = fingerprint and address is not None
@@ -476,4 +476,4 @@ def test_the_batch_parser_raises_only_422_or_413(raw: bytes, client: Client) -> 
         if errors:
             assert_well_formed(errors)
         else:
-            assert schema.check(event, CUSTOM) == event
+            assert rules.check(event, CUSTOM) == event

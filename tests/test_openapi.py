@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from relay import schema
-from relay.openapi import openapi_schema
+from relay import rules
+from relay.rules.openapi import openapi_schema
 from tests.test_schema import BAD, GOOD
 
 PATH = "/public-api/v1/events/track"
@@ -92,12 +92,12 @@ def test_responses_bodies_and_headers(doc: Any) -> None:
 
 def test_every_field_is_described_and_no_other(doc: Any) -> None:
     event = event_schema(doc)
-    assert list(properties(doc)) == list(schema.FIELDS)
+    assert list(properties(doc)) == list(rules.FIELDS)
     assert event["additionalProperties"] is False
     assert event["required"] == ["event_name"]
 
 
-@pytest.mark.parametrize("name", [name for name in schema.FIELDS if name != "event_name"])
+@pytest.mark.parametrize("name", [name for name in rules.FIELDS if name != "event_name"])
 def test_every_optional_field_admits_null(doc: Any, name: str) -> None:
     prop = properties(doc)[name]
     types = prop.get("type")
@@ -127,33 +127,33 @@ def test_composite_fields(doc: Any) -> None:
     props = properties(doc)
     assert props["event_time"]["anyOf"] == [
         {"type": "string", "format": "date-time"},
-        {"type": "number", "minimum": 0, "maximum": schema.MAX_EVENT_TIME_SECONDS},
+        {"type": "number", "minimum": 0, "maximum": rules.MAX_EVENT_TIME_SECONDS},
         {"type": "null"},
     ]
     assert props["profile_field_16"]["anyOf"] == [
         {"type": "number"},
-        {"type": "string", "pattern": schema.NUMBER_TEXT_PATTERN},
+        {"type": "string", "pattern": rules.NUMBER_TEXT_PATTERN},
         {"type": "null"},
     ]
     assert props["ip"]["anyOf"] == [{"format": "ipv4"}, {"format": "ipv6"}]
-    assert props["idempotency_key"]["maxLength"] == schema.MAX_IDEMPOTENCY_KEY_LENGTH
-    assert props["email"]["maxLength"] == schema.MAX_EMAIL_LENGTH
+    assert props["idempotency_key"]["maxLength"] == rules.MAX_IDEMPOTENCY_KEY_LENGTH
+    assert props["email"]["maxLength"] == rules.MAX_EMAIL_LENGTH
 
 
 def test_event_name_is_a_standard_event_or_a_custom_one(doc: Any) -> None:
     name = properties(doc)["event_name"]
     assert name["type"] == "string"
     standard, custom = name["anyOf"]
-    assert set(standard["enum"]) == schema.STANDARD_EVENTS
+    assert set(standard["enum"]) == rules.STANDARD_EVENTS
     pattern = re.compile(custom["pattern"])
-    assert all(pattern.search(n) for n in schema.CUSTOM_EVENTS)
+    assert all(pattern.search(n) for n in rules.CUSTOM_EVENTS)
     assert not any(pattern.search(n) for n in ("custom_event_0", "custom_event_51", "x"))
 
 
 def test_event_name_can_list_the_configured_custom_events() -> None:
     doc = openapi_schema(custom_events=["custom_event_3", "custom_event_10", "bought"])
     name = properties(doc)["event_name"]
-    assert name["enum"] == sorted(schema.STANDARD_EVENTS) + ["custom_event_10", "custom_event_3"]
+    assert name["enum"] == sorted(rules.STANDARD_EVENTS) + ["custom_event_10", "custom_event_3"]
 
 
 def test_identification_rules_are_stated(doc: Any) -> None:
@@ -175,16 +175,16 @@ def test_documents_are_independent() -> None:
 
 def pattern_rows() -> list[tuple[str, object, bool]]:
     rows: list[tuple[str, object, bool]] = []
-    checked = {schema.Kind.EMAIL, schema.Kind.URL, schema.Kind.NUMERIC}
+    checked = {rules.Kind.EMAIL, rules.Kind.URL, rules.Kind.NUMERIC}
     for _, event in GOOD:
         rows += [
             (name, value, True)
             for name, value in event.items()
-            if schema.FIELDS.get(name) in checked and isinstance(value, str)
+            if rules.FIELDS.get(name) in checked and isinstance(value, str)
         ]
     for _, event, field, _part in BAD:
         value = event.get(field)
-        if schema.FIELDS.get(field) in checked and isinstance(value, str):
+        if rules.FIELDS.get(field) in checked and isinstance(value, str):
             rows.append((field, value, False))
     return rows
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from relay import schema
+from relay import rules
 from relay.errors import Invalid
 
 CUSTOM = frozenset({"custom_event_3", "custom_event_10"})
@@ -63,7 +63,7 @@ GOOD: list[tuple[str, dict[str, object]]] = [
     ("fingerprint with ipv6", {"event_name": "contact", "fingerprint": "fp", "ip": "2001:db8::1"}),
     ("configured custom event", with_(event_name="custom_event_3")),
     ("another configured custom event", with_(event_name="custom_event_10")),
-    ("nulls count as absent", {**{name: None for name in schema.FIELDS}, **BASE}),
+    ("nulls count as absent", {**{name: None for name in rules.FIELDS}, **BASE}),
     ("null fingerprint and ip", with_(fingerprint=None, ip=None)),
     ("event_time ISO with Z", with_(event_time="2024-05-01T12:30:00Z")),
     ("event_time ISO with offset", with_(event_time="2024-05-01T12:30:00.123456-05:00")),
@@ -73,7 +73,7 @@ GOOD: list[tuple[str, dict[str, object]]] = [
     ("event_time seconds", with_(event_time=1_714_566_600)),
     ("event_time fractional seconds", with_(event_time=1_714_566_600.25)),
     ("event_time zero", with_(event_time=0)),
-    ("event_time at the seconds bound", with_(event_time=schema.MAX_EVENT_TIME_SECONDS)),
+    ("event_time at the seconds bound", with_(event_time=rules.MAX_EVENT_TIME_SECONDS)),
     ("url http", with_(url="http://example.com")),
     ("url upper-case scheme", with_(url="HTTPS://example.com/")),
     ("url with port and user", with_(url="https://u:p@example.com:8443/a%20b")),
@@ -96,44 +96,44 @@ GOOD: list[tuple[str, dict[str, object]]] = [
     ("empty text fields", with_(full_name="", order_id="", comet_source="")),
 ]
 
-STANDARD = sorted(schema.STANDARD_EVENTS)
+STANDARD = sorted(rules.STANDARD_EVENTS)
 
 
 @pytest.mark.parametrize(("label", "event"), GOOD, ids=[label for label, _ in GOOD])
 def test_good_events_are_accepted_unchanged(label: str, event: dict[str, object]) -> None:
-    cleaned, errors = schema.validate(event, CUSTOM)
+    cleaned, errors = rules.validate(event, CUSTOM)
     assert errors == {}
     assert cleaned == {name: value for name, value in event.items() if value is not None}
-    assert schema.check(event, CUSTOM) == cleaned
+    assert rules.check(event, CUSTOM) == cleaned
 
 
 @pytest.mark.parametrize("name", STANDARD)
 def test_every_standard_event_is_accepted(name: str) -> None:
-    assert schema.check({"event_name": name, "comet_token": "ct"}, frozenset()) == {
+    assert rules.check({"event_name": name, "comet_token": "ct"}, frozenset()) == {
         "event_name": name,
         "comet_token": "ct",
     }
 
 
 def test_the_tables_match_the_contract() -> None:
-    assert len(schema.STANDARD_EVENTS) == 14
-    assert schema.PAGE_VIEW_EVENT in schema.STANDARD_EVENTS
-    assert len(schema.FIELDS) == 26 + 30 + 2
-    kinds = schema.Kind
-    assert {schema.FIELDS[f"profile_field_{n}"] for n in range(1, 16)} == {kinds.TEXT}
-    assert {schema.FIELDS[f"profile_field_{n}"] for n in range(16, 26)} == {kinds.NUMERIC}
-    assert {schema.FIELDS[f"profile_field_{n}"] for n in range(26, 31)} == {kinds.DATE}
+    assert len(rules.STANDARD_EVENTS) == 14
+    assert rules.PAGE_VIEW_EVENT in rules.STANDARD_EVENTS
+    assert len(rules.FIELDS) == 26 + 30 + 2
+    kinds = rules.Kind
+    assert {rules.FIELDS[f"profile_field_{n}"] for n in range(1, 16)} == {kinds.TEXT}
+    assert {rules.FIELDS[f"profile_field_{n}"] for n in range(16, 26)} == {kinds.NUMERIC}
+    assert {rules.FIELDS[f"profile_field_{n}"] for n in range(26, 31)} == {kinds.DATE}
 
 
 def test_the_cleaned_event_is_what_was_sent_without_nulls() -> None:
-    cleaned, errors = schema.validate(with_(zzz=1, yyy=None, amount=None, phone="1"), CUSTOM)
+    cleaned, errors = rules.validate(with_(zzz=1, yyy=None, amount=None, phone="1"), CUSTOM)
     assert cleaned == with_(zzz=1, phone="1")
     assert set(errors) == {"zzz", "yyy"}
 
 
 def test_values_are_not_normalised() -> None:
     event = with_(email=" Jane@Example.COM", amount=49, event_time="2024-05-01T12:30:00Z")
-    cleaned = schema.check(event, frozenset())
+    cleaned = rules.check(event, frozenset())
     assert cleaned == event
     assert cleaned is not event
 
@@ -232,11 +232,11 @@ BAD: list[tuple[str, dict[str, object], str, str]] = [
 def test_bad_events_name_the_field_and_the_fix(
     label: str, event: dict[str, object], field: str, part: str
 ) -> None:
-    _, errors = schema.validate(event, CUSTOM)
+    _, errors = rules.validate(event, CUSTOM)
     assert field in errors, errors
     assert part in " ".join(errors[field])
     with pytest.raises(Invalid) as caught:
-        schema.check(event, CUSTOM)
+        rules.check(event, CUSTOM)
     assert caught.value.status == 422
     assert caught.value.errors == errors
     assert f"{field}: " in caught.value.message
@@ -252,7 +252,7 @@ def test_every_problem_is_listed_at_once() -> None:
         "url": "nope",
     }
     with pytest.raises(Invalid) as caught:
-        schema.check(event, frozenset())
+        rules.check(event, frozenset())
     errors = caught.value.errors
     assert errors is not None
     assert set(errors) == {"event_name", "ip", "amount", "value", "event_time", "url"}
@@ -262,7 +262,7 @@ def test_every_problem_is_listed_at_once() -> None:
 
 
 def test_an_empty_object_needs_a_name_and_an_identification() -> None:
-    _, errors = schema.validate({}, frozenset())
+    _, errors = rules.validate({}, frozenset())
     assert set(errors) == {"event_name", "email"}
     message = errors["email"][0]
     assert all(option in message for option in ("email", "comet_token", "fingerprint", "ip"))
@@ -270,28 +270,28 @@ def test_an_empty_object_needs_a_name_and_an_identification() -> None:
 
 def test_one_problem_is_singular_and_many_are_summarised() -> None:
     with pytest.raises(Invalid) as one:
-        schema.check(with_(amount="x"), frozenset())
+        rules.check(with_(amount="x"), frozenset())
     assert one.value.message.startswith("The event is invalid: 1 problem. amount: ")
     many = with_(**{f"unknown_{n}": n for n in range(30)})
     with pytest.raises(Invalid) as caught:
-        schema.check(many, frozenset())
+        rules.check(many, frozenset())
     assert caught.value.errors is not None and len(caught.value.errors) == 30
     assert caught.value.message.endswith("and 20 more (see errors)")
 
 
 def test_no_custom_event_configured_says_so() -> None:
-    _, errors = schema.validate(with_(event_name="custom_event_3"), frozenset())
+    _, errors = rules.validate(with_(event_name="custom_event_3"), frozenset())
     assert "its custom events: none" in errors["event_name"][0]
 
 
 def test_a_configured_name_outside_the_custom_range_is_not_an_event() -> None:
-    _, errors = schema.validate(with_(event_name="bought"), frozenset({"bought"}))
+    _, errors = rules.validate(with_(event_name="bought"), frozenset({"bought"}))
     assert "event_name" in errors
 
 
 def test_an_unknown_long_field_name_is_clipped_in_the_message() -> None:
     name = "x" * 5000
-    _, errors = schema.validate(with_(**{name: 1}), frozenset())
+    _, errors = rules.validate(with_(**{name: 1}), frozenset())
     assert len(errors[name][0]) < 300
 
 
@@ -300,9 +300,9 @@ def test_an_unknown_long_field_name_is_clipped_in_the_message() -> None:
 
 def test_parse_body_reads_one_object() -> None:
     raw = json.dumps(FULL).encode()
-    assert schema.parse_body(raw) == FULL
-    assert schema.parse_body(b"\xef\xbb\xbf" + raw) == FULL  # a UTF-8 byte order mark
-    assert schema.parse_body('{"full_name": "Zoë \\ud83d\\ude00"}'.encode()) == {
+    assert rules.parse_body(raw) == FULL
+    assert rules.parse_body(b"\xef\xbb\xbf" + raw) == FULL  # a UTF-8 byte order mark
+    assert rules.parse_body('{"full_name": "Zoë \\ud83d\\ude00"}'.encode()) == {
         "full_name": "Zoë \U0001f600"
     }
 
@@ -334,21 +334,21 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
 @pytest.mark.parametrize(("label", "raw", "part"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
 def test_parse_body_refuses_with_invalid(label: str, raw: bytes, part: str) -> None:
     with pytest.raises(Invalid) as caught:
-        schema.parse_body(raw)
+        rules.parse_body(raw)
     assert caught.value.status == 422
     assert part in caught.value.message
 
 
 def test_a_repeated_key_is_named_in_errors() -> None:
     with pytest.raises(Invalid) as caught:
-        schema.parse_body(b'{"email": "a@b", "amount": 1, "email": "c@d"}')
+        rules.parse_body(b'{"email": "a@b", "amount": 1, "email": "c@d"}')
     assert caught.value.errors == {"email": ["is sent more than once: send it once."]}
 
 
 def test_nesting_up_to_the_limit_parses() -> None:
-    depth = schema.MAX_DEPTH - 1  # the root object is the first level
+    depth = rules.MAX_DEPTH - 1  # the root object is the first level
     raw = b'{"a": ' + b"[" * depth + b"]" * depth + b"}"
-    assert schema.parse_body(raw) == json.loads(raw)
+    assert rules.parse_body(raw) == json.loads(raw)
 
 
 def test_parse_body_raises_only_invalid_on_any_bytes() -> None:
@@ -358,24 +358,24 @@ def test_parse_body_raises_only_invalid_on_any_bytes() -> None:
     samples += [b"1e999", b'{"a": 1e999}', b"-", b"{" * 50, b'{"": {"": {}}}']
     for raw in samples:
         try:
-            result = schema.parse_body(raw)
+            result = rules.parse_body(raw)
         except Invalid:
             continue
         assert isinstance(result, dict), raw
 
 
 def test_a_nul_in_a_text_field_is_refused_naming_the_field() -> None:
-    event = schema.parse_body(b'{"event_name": "purchase", "email": "a@b.co", "order_id": "x\\u0000y"}')
-    _, errors = schema.validate(event, frozenset())
+    event = rules.parse_body(b'{"event_name": "purchase", "email": "a@b.co", "order_id": "x\\u0000y"}')
+    _, errors = rules.validate(event, frozenset())
     assert list(errors) == ["order_id"] and "NUL" in errors["order_id"][0]
-    kept = schema.parse_body(b'{"event_name": "purchase", "order_id": "x\\\\u0000y"}')
+    kept = rules.parse_body(b'{"event_name": "purchase", "order_id": "x\\\\u0000y"}')
     assert kept["order_id"] == "x\\u0000y"  # an escaped backslash, then the text u0000
 
 
 def test_only_the_first_unknown_fields_get_a_did_you_mean() -> None:
     event = {"event_name": "purchase", "emial": "a@b.co", **{f"amout{i}": 1 for i in range(6)}}
-    _, errors = schema.validate(event, frozenset())
+    _, errors = rules.validate(event, frozenset())
     assert "did you mean 'email'" in errors["emial"][0]
     hinted = [name for name in errors if "did you mean" in errors[name][0]]
-    assert len(hinted) == schema.MAX_HINTS
+    assert len(hinted) == rules.MAX_HINTS
     assert set(errors) >= {"emial", *(f"amout{i}" for i in range(6))}  # all still named

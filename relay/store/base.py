@@ -15,23 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-PRIORITY_CONVERSION = 0
-PRIORITY_PAGE_VIEW = 1
+from relay.rules.events import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
 
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An accepted event, ready to be made durable."""
-
-    space: str
-    event_name: str
-    idempotency_key: str
-    payload: bytes  # the JSON body to send upstream, exactly
-    dedup_keys: tuple[str, ...]  # e.g. ("idem:abc", "order:purchase:1001"); may be empty
-    dedup_until: float  # Unix time at which the dedup keys expire
-    received_at: float
-    priority: int = PRIORITY_CONVERSION
-
+__all__ = ["PRIORITY_CONVERSION", "PRIORITY_PAGE_VIEW", "NewEvent"]  # defined by the rules
 
 @dataclass(frozen=True)
 class Claimed:

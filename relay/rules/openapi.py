@@ -1,6 +1,6 @@
-"""The OpenAPI 3.1 document of the Create Event endpoint, built from `relay.schema.FIELDS`.
+"""The OpenAPI 3.1 document of the Create Event endpoint, built from `relay.rules.FIELDS`.
 
-The request schema states the rules `relay.schema` enforces, with the same patterns and
+The request schema states the rules `relay.rules` enforces, with the same patterns and
 limits: field kinds, the identification rule, the fingerprint/ip pair. Where JSON Schema
 cannot say it all:
 - a custom event must also be configured for the Space: pass `custom_events` to list them;
@@ -16,7 +16,7 @@ import copy
 from collections.abc import Iterable
 
 from relay import __version__
-from relay.schema import (
+from relay.rules.fields import (
     BODY,
     CUSTOM_EVENT_PATTERN,
     CUSTOM_EVENTS,

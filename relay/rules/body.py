@@ -1,0 +1,131 @@
+"""Request bytes to JSON, refusing what is not plainly one JSON document.
+
+Every refusal is `Invalid` (422) with `errors`, as the contract's 422 answer has: a problem
+of the body as a whole is listed under `BODY`. Decisions where the contract is silent:
+- a key sent twice in one object is refused: the relay and the upstream must not read
+  different values from the same body;
+- a UTF-8 byte order mark before the JSON is tolerated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+
+from relay.errors import Invalid
+from relay.rules.fields import BODY, MAX_DEPTH
+from relay.rules.messages import clip, json_type
+
+
+def parse_body(raw: bytes) -> dict[str, object]:
+    """The request body as one JSON object; raises `Invalid` (422), and only that, otherwise.
+
+    Refused: what `parse_json` refuses, and any JSON value that is not an object.
+    """
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        hint = " Send one event per request." if isinstance(data, list) else ""
+        raise _bad_body(
+            "The body must be one JSON object with every field at its root, "
+            f"got {json_type(data)}.{hint}"
+        )
+    return data
+
+
+def parse_json(raw: bytes) -> object:
+    """The request body as a JSON value; raises `Invalid` (422), and only that, otherwise.
+
+    Refused: invalid UTF-8, text that is not JSON, NaN and Infinity, integers too long to
+    convert, a key repeated in one object, nesting deeper than `MAX_DEPTH`, and escapes of
+    lone UTF-16 surrogates.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _bad_body(
+            f"The body is not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start}): "
+            "send the JSON encoded as UTF-8."
+        ) from None
+    if not text or text.isspace():
+        raise _bad_body("The body is empty: send the event as one JSON object.")
+    try:
+        data = _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        raise _bad_body(
+            f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}."
+        ) from None
+    except _Refused as exc:
+        raise Invalid(str(exc), errors=exc.errors or {BODY: [str(exc)]}) from None
+    except RecursionError:
+        raise _bad_body(_TOO_DEEP) from None
+    except ValueError:  # int() refuses a literal of more digits than sys.get_int_max_str_digits()
+        raise _bad_body(
+            "The body holds an integer with thousands of digits: send numbers of a sane size."
+        ) from None
+    # Nesting needs brackets: a body with few of them (every event) skips the walk.
+    if text.count("{") + text.count("[") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        raise _bad_body(_TOO_DEEP)
+    # A lone surrogate can only come from a \uD8xx-style escape, so only such bodies pay for
+    # the check; left in, it would fail later when the event is encoded for the outbox.
+    if "\\ud" in text or "\\uD" in text:
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _bad_body(
+                "The body holds a \\u escape of a lone UTF-16 surrogate, which is not text: "
+                "escape a character beyond U+FFFF as a surrogate pair."
+            ) from None
+    return data
+
+
+def _bad_body(message: str) -> Invalid:
+    """422 for the body as a whole: `errors` names `BODY`, as the contract's 422 has `errors`."""
+    return Invalid(message, errors={BODY: [message]})
+
+
+def _deeper_than(data: object, limit: int) -> bool:
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children: Iterable[object] = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_TOO_DEEP = (
+    f"The body is nested more than {MAX_DEPTH} levels deep: an event is one flat JSON "
+    "object, every field at its root."
+)
+
+
+class _Refused(ValueError):
+    """Raised from inside json.loads to stop it; becomes `Invalid`."""
+
+    def __init__(self, message: str, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+def _refuse_constant(name: str) -> object:
+    raise _Refused(f"The body holds {name}, which is not JSON: send a finite number, or null.")
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        repeated = [key for key, count in counts.items() if count > 1]
+        names = ", ".join(clip(key, 40) for key in repeated)
+        raise _Refused(
+            f"The body sends a key more than once in one object ({names}): send each once.",
+            {key: ["is sent more than once: send it once."] for key in repeated},
+        )
+    return data
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_object)
