@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.resources
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ class Script:
 
 
 Call = tuple[Script, Sequence[str], Sequence[Any]]  # script, KEYS, ARGV
+
+
+def load_script(package: str, filename: str) -> Script:
+    """The Lua script `filename` shipped in `package` (a .lua file beside its module), named
+    by the file's stem."""
+    source = importlib.resources.files(package).joinpath(filename).read_text("utf-8")
+    return Script(filename.removesuffix(".lua"), source)
 
 
 class RedisLink:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from relay.app import create_app
-from relay.ratelimit import Decision
+from relay.limits.base import Decision
 from relay.settings import load
 from tests.support import write_config
 

@@ -23,8 +23,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from relay.app import create_app
+from relay.auth.visitor import VisitorTokens
 from relay.settings import Settings, load
-from relay.tokens import VisitorTokens
 from tests.support import (
     ROOT,
     SECRET,

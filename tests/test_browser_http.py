@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.tokens import VisitorTokens
+from relay.auth.visitor import VisitorTokens
 from tests.support import ROOT, SECRET, RelayProcess, Space, write_config
 from tests.test_api_http import stored
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from relay import keys, settings
+from relay import settings
+from relay.auth import api_keys as keys
 from relay.cli import main, welcome
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,5 +257,5 @@ def test_serve_warns_when_every_peer_is_a_trusted_proxy(
         result = CliRunner().invoke(main, ["serve", "--config", str(config)])
         assert result.exit_code == 0, result.output
         assert ("any client can choose its own IP" in result.output) is warned
-    assert started[-1]["http"] == "relay.limits:BoundedHeadProtocol"
+    assert started[-1]["http"] == "relay.server.head:BoundedHeadProtocol"
     assert started[-1]["forwarded_allow_ips"] == "10.0.0.1"

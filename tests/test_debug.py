@@ -11,7 +11,7 @@ import pytest
 
 from relay.app import create_app
 from relay.errors import ConfigError
-from relay.journal import Journal
+from relay.observe.journal import Journal
 from relay.settings import load
 from tests.support import write_config
 

@@ -6,15 +6,11 @@ import json
 
 import pytest
 
-from relay.enrich import (
-    Client,
-    attribution_from_url,
-    browser_event,
-    event_time,
-    is_bot,
-    parse_batch,
-)
+from relay.enrich.bots import is_bot
+from relay.enrich.browser_event import attribution_from_url, browser_event, event_time
+from relay.enrich.client import Client
 from relay.errors import Invalid, PayloadTooLarge
+from relay.rules.batch import parse_batch
 
 NOW = 1_800_000_000.0
 DAY = 86400

@@ -14,7 +14,7 @@ import pytest
 
 from relay.app import create_app
 from relay.errors import ConfigError
-from relay.observe import configure_event_log, log
+from relay.observe.eventlog import configure_event_log, log
 from relay.settings import load
 from tests.support import write_config
 

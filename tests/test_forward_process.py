@@ -26,13 +26,13 @@ import httpx
 from click.testing import CliRunner
 
 from relay.cli import main
-from relay.forwarder import Forwarder
+from relay.delivery.forwarder import Forwarder
+from relay.delivery.upstream import Upstream
 from relay.settings import Settings
 from relay.settings import Space as SpaceSettings
 from relay.store import open_outbox
 from relay.store.base import NewEvent
 from relay.store.sqlite import SQLiteOutbox
-from relay.upstream import Upstream
 from tests import test_forwarder
 from tests.fake_upstream import events
 from tests.support import ROOT, Space, UpstreamProcess, wait_for, write_config

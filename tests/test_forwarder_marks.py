@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import httpx
 
-from relay.forwarder import Forwarder
+from relay.delivery.forwarder import Forwarder
+from relay.delivery.upstream import Upstream
 from relay.settings import Settings
-from relay.upstream import Upstream
 
 
 class SlowMarks:

@@ -1,4 +1,4 @@
-"""Property tests of the contract's rules (relay.schema) and the browser's batch (relay.enrich).
+"""Property tests of the contract's rules (relay.rules) and the browser's batch (relay.rules.batch, relay.enrich).
 
 Events are drawn field by field, each absent, null, good or bad for its rule, so every drawn
 event comes with the set of fields it breaks; the rules must name exactly that set. So an
@@ -22,9 +22,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from relay import rules
-from relay.enrich import RELAY_ONLY, Client, browser_event, parse_batch
+from relay.enrich.browser_event import RELAY_ONLY, browser_event
+from relay.enrich.client import Client
 from relay.errors import Invalid, PayloadTooLarge
 from relay.rules import CUSTOM_EVENTS, FIELDS, STANDARD_EVENTS, Kind
+from relay.rules.batch import parse_batch
 from tests.fuzz_support import fuzz_settings
 
 CUSTOM = frozenset({"custom_event_3", "custom_event_17"})

@@ -14,7 +14,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app import create_app
-from relay.metrics import Metrics
+from relay.observe.metrics import Metrics
 from relay.settings import load
 from tests.support import RelayProcess, Space, UpstreamProcess, wait_for, write_config
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from relay.metrics import Metrics
+from relay.observe.metrics import Metrics
 from relay.store import Outbox, open_outbox
 from relay.store.base import PRIORITY_CONVERSION as CONVERSION
 from relay.store.base import PRIORITY_PAGE_VIEW as PAGE_VIEW

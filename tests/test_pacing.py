@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from relay.backends import open_pacer
+from relay.delivery.pacing import open_pacer
+from relay.delivery.pacing.base import Pacer
+from relay.delivery.pacing.memory import MemoryPacer
+from relay.delivery.pacing.redis import RedisPacer
+from relay.delivery.pacing.sqlite import MAX_AHEAD_SECONDS, SQLitePacer
 from relay.errors import Unavailable
-from relay.pacing import MemoryPacer, Pacer, RedisPacer
-from relay.pacing_sqlite import MAX_AHEAD_SECONDS, SQLitePacer
 from tests.support import free_port
 
 T0 = 1_800_000_000.0

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from relay.errors import Unavailable
-from relay.ratelimit import Decision, MemoryRateLimiter, RateLimiter
-from relay.ratelimit_redis import RedisRateLimiter
+from relay.limits.base import Decision, RateLimiter
+from relay.limits.memory import MemoryRateLimiter
+from relay.limits.redis import RedisRateLimiter
 from tests.support import free_port
 
 

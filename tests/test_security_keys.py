@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from relay import auth
-from relay.auth import KeyRing
+from relay.auth import api_keys as auth
+from relay.auth.api_keys import KeyRing
 from relay.errors import Unauthorized
 from relay.settings import ApiKey
 from relay.settings import Space as SpaceSettings

@@ -1,4 +1,4 @@
-"""relay.limits: a request's head and body must arrive in time, and a head may not be huge.
+"""relay.server: a request's head and body must arrive in time, and a head may not be huge.
 
 The unit tests drive `bounded_receive` with fake `receive` callables and a fake clock. The
 others serve a tiny ASGI app with uvicorn (the same server and httptools parser as
@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from starlette.types import Message
 
-from relay.errors import RelayError
-from relay.limits import BodyTimeout, Message, bounded_http_protocol, bounded_receive
+from relay.errors import BodyTimeout, RelayError
+from relay.server.body import bounded_receive
+from relay.server.head import bounded_http_protocol
 from tests.support import free_port, wait_for
 
 

@@ -15,7 +15,9 @@ from http.cookies import SimpleCookie
 import httpx
 import pytest
 
-from relay.enrich import Client, browser_event, client_address, rate_key
+from relay.enrich.browser_event import browser_event
+from relay.enrich.client import Client, client_address
+from relay.limits.base import address_bucket
 from tests.support import RelayProcess, Space, write_config
 from tests.test_api_http import stored
 
@@ -157,6 +159,11 @@ def test_a_forged_ip_in_the_event_never_beats_the_client_address() -> None:
     no_address = Client(ip="unknown", user_agent=None, comet_token="t" * 22)
     event, errors = browser_event(sent, no_address, frozenset(), 1_800_000_000.0)
     assert errors == {} and "ip" not in event and "fingerprint" not in event
+
+
+def rate_key(host: str | None) -> str:
+    """The browser endpoint's per-address bucket of a peer address."""
+    return address_bucket(client_address(host))
 
 
 def test_rate_key_gives_an_ipv6_client_one_bucket_per_64() -> None:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
-from relay.tokens import SALT, VisitorTokens
+from relay.auth.visitor import SALT, VisitorTokens
 from tests.support import RelayProcess, Space, UpstreamProcess, wait_for, write_config
 from tests.test_api_http import stored
 

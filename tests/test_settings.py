@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relay import keys, settings
+from relay import settings
+from relay.auth import api_keys as keys
 from relay.errors import ConfigError
 
 SECRET = "0123456789abcdef-secret"

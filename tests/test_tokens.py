@@ -6,7 +6,7 @@ import re
 
 from itsdangerous import URLSafeTimedSerializer
 
-from relay.tokens import MAX_AGE_SECONDS, SALT, VisitorTokens, cookie_header, new_visitor_id
+from relay.auth.visitor import MAX_AGE_SECONDS, SALT, VisitorTokens, cookie_header, new_visitor_id
 
 OLD = "old-secret-key-0123456789abcdef"
 NEW = "new-secret-key-0123456789abcdef"

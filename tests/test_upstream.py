@@ -10,21 +10,21 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from relay.forwarder import backoff
-from relay.upstream import Kind, Upstream, classify, retry_after
+from relay.delivery.forwarder import backoff
+from relay.delivery.upstream import Upstream, Verdict, classify, retry_after
 
 NOW = 1_800_000_000.0
 
 
 @pytest.mark.parametrize(
     ("status", "kind"),
-    [(200, Kind.DELIVERED), (202, Kind.DELIVERED), (204, Kind.DELIVERED),
-     (429, Kind.SLOW_DOWN), (500, Kind.RETRY), (502, Kind.RETRY), (503, Kind.RETRY),
-     (408, Kind.RETRY), (401, Kind.PAUSE), (403, Kind.PAUSE),
-     (400, Kind.FATAL), (404, Kind.FATAL), (413, Kind.FATAL), (422, Kind.FATAL)],
+    [(200, Verdict.DELIVERED), (202, Verdict.DELIVERED), (204, Verdict.DELIVERED),
+     (429, Verdict.SLOW_DOWN), (500, Verdict.RETRY), (502, Verdict.RETRY), (503, Verdict.RETRY),
+     (408, Verdict.RETRY), (401, Verdict.PAUSE), (403, Verdict.PAUSE),
+     (400, Verdict.FATAL), (404, Verdict.FATAL), (413, Verdict.FATAL), (422, Verdict.FATAL)],
 )
-def test_each_status_has_its_outcome(status: int, kind: Kind) -> None:
-    assert classify(status, {}, b"", NOW).kind is kind
+def test_each_status_has_its_outcome(status: int, kind: Verdict) -> None:
+    assert classify(status, {}, b"", NOW).verdict is kind
 
 
 def test_fatal_keeps_the_upstreams_message_and_errors() -> None:
@@ -76,11 +76,11 @@ def test_timeouts_and_resets_are_retried_and_the_token_is_sent() -> None:
     def reset(request: httpx.Request) -> httpx.Response:
         raise httpx.RemoteProtocolError("peer closed", request=request)
 
-    assert _send_through(httpx.MockTransport(ok)).kind is Kind.DELIVERED  # type: ignore[attr-defined]
+    assert _send_through(httpx.MockTransport(ok)).verdict is Verdict.DELIVERED  # type: ignore[attr-defined]
     assert seen == ["Bearer tok"]
-    assert _send_through(httpx.MockTransport(slow)).kind is Kind.RETRY  # type: ignore[attr-defined]
+    assert _send_through(httpx.MockTransport(slow)).verdict is Verdict.RETRY  # type: ignore[attr-defined]
     out = _send_through(httpx.MockTransport(reset))
-    assert out.kind is Kind.RETRY and "RemoteProtocolError" in out.message  # type: ignore[attr-defined]
+    assert out.verdict is Verdict.RETRY and "RemoteProtocolError" in out.message  # type: ignore[attr-defined]
 
 
 def test_an_upstream_that_echoes_the_token_never_gets_it_into_the_message() -> None:
@@ -89,5 +89,5 @@ def test_an_upstream_that_echoes_the_token_never_gets_it_into_the_message() -> N
         return httpx.Response(401, json={"status": 401, "message": f"key {token} is revoked"})
 
     out = _send_through(httpx.MockTransport(echo))
-    assert out.kind is Kind.PAUSE  # type: ignore[attr-defined]
+    assert out.verdict is Verdict.PAUSE  # type: ignore[attr-defined]
     assert out.message == "key [the upstream token] is revoked"  # type: ignore[attr-defined]

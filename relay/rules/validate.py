@@ -97,11 +97,12 @@ def check(data: Mapping[str, object], custom_events: frozenset[str]) -> dict[str
     """The cleaned event (see `validate`); raises `Invalid` (422) listing every problem."""
     event, errors = validate(data, custom_events)
     if errors:
-        raise Invalid(_summary(errors), errors=errors)
+        raise Invalid(summary(errors), errors=errors)
     return event
 
 
-def _summary(errors: Mapping[str, list[str]], most: int = 10) -> str:
+def summary(errors: Mapping[str, list[str]], most: int = 10) -> str:
+    """The message of a 422: how many problems, and the first `most` of them."""
     problems = [f"{name}: {message}" for name, messages in errors.items() for message in messages]
     count = len(problems)
     listed = "; ".join(problems[:most])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from relay.settings.model import is_redis_url
 from relay.store.base import Claimed, NewEvent, Outbox, OutboxStats
 
 __all__ = ["Claimed", "NewEvent", "Outbox", "OutboxStats", "open_outbox"]
@@ -9,7 +10,7 @@ __all__ = ["Claimed", "NewEvent", "Outbox", "OutboxStats", "open_outbox"]
 
 def open_outbox(database: str) -> Outbox:
     """The backend that `database` names: a SQLite file path (default) or a redis:// URL."""
-    if database.startswith(("redis://", "rediss://")):
+    if is_redis_url(database):
         from relay.store.redis import RedisOutbox
 
         return RedisOutbox(database)

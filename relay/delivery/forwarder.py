@@ -1,0 +1,344 @@
+"""The forwarder: claim -> pace -> send -> delivered / retry later / dead, per Space.
+
+Each Space with an `upstream_url` gets one loop. The loop starts requests no closer together
+than 60 / upstream_rate_per_minute seconds (so no burst ever exceeds the rate, whatever the
+backlog), keeps a few requests in flight so a slow upstream does not lower the rate, and claims
+small batches just in time so a conversion accepted now overtakes queued page views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+import httpx
+
+from relay import __version__
+from relay.delivery.pacing.base import Pacer
+from relay.delivery.pacing.memory import MemoryPacer
+from relay.delivery.upstream import Outcome, Upstream, Verdict
+from relay.settings import Settings, Space
+from relay.store.base import Claimed, Outbox
+
+log = logging.getLogger("relay.forwarder")
+
+BACKOFF_BASE = 1.0
+BACKOFF_CAP = 300.0
+PAUSE_FIRST = 5.0
+USER_AGENT = f"comet-relay/{__version__}"
+DELIVERED_FLUSH = 0.05  # seconds a delivered event may wait to be marked, with others
+
+
+def backoff(attempts: int, rng: random.Random, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempts)]."""
+    return rng.uniform(0.0, min(cap, base * 2.0 ** min(attempts, 30)))
+
+
+# Told of every settled attempt: (event, state, upstream answer, seconds the request took,
+# when it is due again); state is "delivered", "retrying", "paused" (released, the Space
+# waits) or "dead".
+Settled = Callable[[Claimed, str, Outcome, float, float | None], None]
+
+
+@dataclass
+class SpaceState:
+    space: Space
+    interval: float  # seconds between request starts
+    batch: int  # events claimed at a time
+    failures: int = 0  # consecutive retryable failures: the Space backs off as a whole
+    pause: float = 0.0  # current 401/403 pause length; 0 when not paused
+    paused_until: float = 0.0
+    buffer: deque[Claimed] = field(default_factory=deque)
+    inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: int = 0
+    per_second: int = 1  # most starts in any sliding second: leaves the +1 for jitter
+    starts: deque[float] = field(default_factory=deque)  # start times of the last second
+
+
+class Forwarder:
+    """Delivers every queued event of every Space that has an upstream."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        outbox: Outbox,
+        upstream: Upstream,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        concurrency: int = 16,
+        idle_poll: float = 0.5,
+        prune_every: float = 300.0,
+        pacer: Pacer | None = None,
+        on_settled: Settled | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.upstream = upstream
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.concurrency = concurrency
+        self.idle_poll = idle_poll
+        self.prune_every = prune_every
+        self.pacer: Pacer = pacer if pacer is not None else MemoryPacer()
+        # A lease covers a short wait in the buffer plus one request; a crashed forwarder's
+        # events are claimed again once it runs out, so it is kept short.
+        self.lease = 2 * settings.upstream_timeout_seconds + 5.0
+        self.max_age = settings.max_event_age_hours * 3600.0
+        self.states = {
+            s.id: _state(s) for s in settings.spaces.values() if s.upstream_url and s.active
+        }
+        self._stopping = asyncio.Event()
+        self._delivered: list[int] = []
+        self._flush: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self.on_settled: Settled = on_settled or (lambda *report: None)
+
+    def paused(self) -> dict[str, float]:
+        """Each Space with an upstream: until when its delivery is paused by a 401/403 (0: not)."""
+        now = self.clock()
+        return {
+            sid: st.paused_until if st.paused_until > now else 0.0
+            for sid, st in self.states.items()
+        }
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one loop per Space, and the pruner, on the running event loop."""
+        self._loops = [asyncio.create_task(self._space_loop(st)) for st in self.states.values()]
+        self._loops.append(asyncio.create_task(self._prune_loop()))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, let requests in flight finish within `timeout`, release every lease."""
+        self._stopping.set()
+        for st in self.states.values():
+            st.wake.set()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        inflight = [t for st in self.states.values() for t in st.inflight]
+        if inflight:
+            _, pending = await asyncio.wait(inflight, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for st in self.states.values():
+            await self._release_buffer(st)
+        if self._flush is not None:
+            await self._flush
+        await self._flush_delivered()
+
+    def wake(self, space_id: str) -> None:
+        """Tell an idle Space loop that an event was just queued."""
+        st = self.states.get(space_id)
+        if st is not None:
+            st.wake.set()
+
+    # the loop --------------------------------------------------------------------------
+
+    async def _space_loop(self, st: SpaceState) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._step(st)
+            except Exception:  # a store hiccup must not end delivery for good
+                log.exception("forwarder step failed for Space %s; retrying", st.space.id)
+                await self._nap(st, 1.0)
+
+    async def _step(self, st: SpaceState) -> None:
+        sid = st.space.id
+        now = self.clock()
+        slot = await self.pacer.next_slot(sid)
+        # Within one interval of the slot, go on and reserve it now: waking late for every
+        # request would lose that lateness each time and drift below the configured rate.
+        if slot - now > st.interval:  # Retry-After, a pause or a backoff: wait for `slot`
+            if slot - now > self.settings.upstream_timeout_seconds:
+                await self._release_buffer(st)  # long wait: do not sit on leases
+            await self._nap(st, slot - now, wakeable=False)
+            return
+        if len(st.inflight) >= self.concurrency:
+            await asyncio.wait(st.inflight, return_when=asyncio.FIRST_COMPLETED)
+            return
+        # After a stall several due slots may come at once; never start more than rate/60 in
+        # a second, so network jitter cannot push the upstream's count past rate/60 + 1.
+        while st.starts and now - st.starts[0] >= 1.0:
+            st.starts.popleft()
+        if len(st.starts) >= st.per_second:
+            await self._nap(st, st.starts[0] + 1.0 - now, wakeable=False)
+            return
+        event = await self._next_event(st, now)
+        if event is None:
+            due = await self.outbox.next_due(st.space.id)
+            idle = self.idle_poll if due is None else min(self.idle_poll, max(0.0, due - now))
+            await self._nap(st, idle)
+            return
+        # The slot is reserved after the claim, so starts stay spaced; with a shared pacer the
+        # Space's other forwarders may hold the next slots.
+        start = await self.pacer.reserve(sid, st.interval, self.clock())
+        wait = start - self.clock()
+        if wait > self.settings.upstream_timeout_seconds:
+            st.buffer.appendleft(event)
+            await self._release_buffer(st)
+            return
+        if wait > 0:
+            await self._nap(st, wait, wakeable=False)
+            if self._stopping.is_set():
+                st.buffer.appendleft(event)  # released by stop()
+                return
+        st.starts.append(self.clock())
+        task = asyncio.create_task(self._deliver(st, event))
+        st.inflight.add(task)
+        task.add_done_callback(st.inflight.discard)
+
+    async def _next_event(self, st: SpaceState, now: float) -> Claimed | None:
+        # An event may only be sent while its lease outlasts the request: otherwise another
+        # forwarder could claim it meanwhile and send it too.
+        need = self.settings.upstream_timeout_seconds + 1.0
+        if st.buffer and st.buffer[0].lease_until - now < need:
+            await self._release_buffer(st)
+        if not st.buffer:
+            st.buffer.extend(await self.outbox.claim(st.space.id, st.batch, self.lease, now))
+        return st.buffer.popleft() if st.buffer else None
+
+    async def _nap(self, st: SpaceState, seconds: float, wakeable: bool = True) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        if not wakeable:
+            await _first(self.sleep(seconds), self._stopping.wait())
+            return
+        st.wake.clear()
+        await _first(self.sleep(seconds), st.wake.wait(), self._stopping.wait())
+
+    # one delivery ----------------------------------------------------------------------
+
+    async def _deliver(self, st: SpaceState, event: Claimed) -> None:
+        space = st.space
+        assert space.upstream_url is not None  # only Spaces with an upstream have a loop
+        started = time.perf_counter()
+        try:
+            outcome = await self.upstream.send(
+                space.upstream_url, space.upstream_token, event.payload, self.clock()
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self.outbox.release([event.id]))
+            raise
+        await self._settle(st, event, outcome, time.perf_counter() - started)
+
+    async def _settle(
+        self, st: SpaceState, event: Claimed, outcome: Outcome, seconds: float = 0.0
+    ) -> None:
+        now = self.clock()
+        sid = st.space.id
+        if outcome.verdict is Verdict.DELIVERED:
+            st.failures, st.pause = 0, 0.0
+            st.sent += 1
+            self._mark_delivered(event.id)
+            self.on_settled(event, "delivered", outcome, seconds, None)
+        elif outcome.verdict is Verdict.SLOW_DOWN:
+            delay = outcome.delay if outcome.delay is not None else 60.0
+            await self.pacer.hold(sid, now + delay, now)
+            log.warning("upstream asked Space %s to slow down for %.0f s", sid, delay)
+            await self.outbox.retry(event.id, now + delay, outcome.status, outcome.message, now)
+            self.on_settled(event, "retrying", outcome, seconds, now + delay)
+        elif outcome.verdict is Verdict.PAUSE:
+            await self.outbox.release([event.id])
+            self.on_settled(event, "paused", outcome, seconds, None)
+            if now < st.paused_until:
+                return  # a request that was already in flight when the pause began
+            st.pause = PAUSE_FIRST if st.pause == 0 else min(BACKOFF_CAP, st.pause * 2)
+            st.paused_until = now + st.pause
+            await self.pacer.hold(sid, st.paused_until, now)
+            log.error(
+                "UPSTREAM REFUSED THE CREDENTIALS of Space %s (HTTP %s: %s); check upstream_url and "
+                "the token in $%s. Delivery paused for %.0f s; no event is dropped.",
+                sid, outcome.status, outcome.message, st.space.upstream_token_env, st.pause,
+            )
+        elif outcome.verdict is Verdict.RETRY:
+            st.failures += 1
+            await self.pacer.hold(sid, now + backoff(st.failures - 1, self.rng), now)
+            if now - event.received_at > self.max_age:
+                reason = f"gave up after {event.attempts + 1} attempts: {outcome.message}"
+                await self.outbox.dead(event.id, outcome.status, reason, now)
+                self.on_settled(event, "dead", replace(outcome, message=reason), seconds, None)
+            else:
+                at = now + backoff(event.attempts, self.rng)
+                await self.outbox.retry(event.id, at, outcome.status, outcome.message, now)
+                self.on_settled(event, "retrying", outcome, seconds, at)
+        else:
+            log.warning("upstream refused event %s of Space %s for good: HTTP %s %s",
+                        event.idempotency_key, sid, outcome.status, outcome.message)
+            await self.outbox.dead(event.id, outcome.status, outcome.message, now)
+            self.on_settled(event, "dead", outcome, seconds, None)
+
+    def _mark_delivered(self, event_id: int) -> None:
+        """Mark deliveries in small batches: one commit per DELIVERED_FLUSH, not per event.
+
+        A crash inside that window sends those events again, which at-least-once allows.
+        """
+        self._delivered.append(event_id)
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._flush_delivered(DELIVERED_FLUSH))
+
+    async def _flush_delivered(self, after: float = 0.0) -> None:
+        # Loops until nothing is left: deliveries that finish while a write is under way
+        # schedule no flush of their own, and must not wait for their leases to run out.
+        while self._delivered:
+            if after:
+                await _first(self.sleep(after), self._stopping.wait())
+            ids, self._delivered = self._delivered, []
+            try:
+                await self.outbox.delivered(ids, self.clock())
+            except Exception:  # their leases run out and they are sent again: at-least-once
+                log.exception("could not mark %d delivered events; they will be sent again", len(ids))
+
+    async def _release_buffer(self, st: SpaceState) -> None:
+        if st.buffer:
+            ids = [e.id for e in st.buffer]
+            st.buffer.clear()
+            await self.outbox.release(ids)
+
+    async def _prune_loop(self) -> None:
+        keep = self.settings.delivered_retention_days * 86400.0
+        while not self._stopping.is_set():
+            try:
+                now = self.clock()
+                await self.outbox.prune(now - keep, now)
+            except Exception:
+                log.exception("pruning the outbox failed")
+            await _first(self.sleep(self.prune_every), self._stopping.wait())
+
+
+def _state(space: Space) -> SpaceState:
+    per_second = space.upstream_rate_per_minute / 60.0
+    return SpaceState(
+        space=space,
+        interval=60.0 / space.upstream_rate_per_minute,
+        batch=max(1, min(20, math.ceil(per_second * 0.25))),
+        per_second=max(1, math.ceil(per_second)),
+    )
+
+
+async def _first(*aws: Awaitable[object]) -> None:
+    """Wait until the first of `aws` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def upstream_client() -> httpx.AsyncClient:
+    """The HTTP client the forwarder sends with: room for every Space's requests in flight,
+    and the relay's User-Agent."""
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    return httpx.AsyncClient(limits=limits, headers={"User-Agent": USER_AGENT})

@@ -1,0 +1,132 @@
+"""The upstream pacer of a SQLite deployment, kept in the outbox's own file.
+
+Every forwarder on one SQLite file (`serve`, or `serve --no-forward` beside one or more
+`comet-relay forward` processes) reserves its start times from one row per Space, so they keep
+a Space's `upstream_rate_per_minute` together, and a hold (a 429's Retry-After, a pause after
+401/403) survives a killed process: its restart waits out the hold instead of sending at once.
+
+Each call is one short write transaction on a connection of its own, run in a thread. It
+commits with `synchronous = NORMAL`: in WAL mode that survives the process being killed (what
+the hold is for), though not a power cut, and costs no fsync. A slot further ahead than
+`MAX_AHEAD_SECONDS` (a clock set back, or a test's clock) counts as that far, so a stale row
+never stalls delivery for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from relay.errors import Unavailable
+from relay.lifecycle import Lifecycle
+
+T = TypeVar("T")
+
+MAX_AHEAD_SECONDS = 3600.0  # the longest hold the forwarder asks for (Retry-After's cap)
+SCHEMA = "CREATE TABLE IF NOT EXISTS pace (space TEXT PRIMARY KEY, next_slot REAL NOT NULL)"
+UPSERT = (
+    "INSERT INTO pace (space, next_slot) VALUES (?, ?)"
+    " ON CONFLICT (space) DO UPDATE SET next_slot = excluded.next_slot"
+)
+
+
+class SQLitePacer(Lifecycle):
+    """See `relay.delivery.pacing.base.Pacer`; the next slot of each Space is a row of the `pace` table."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 10.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        """Open the connection and create the table if needed; idempotent."""
+        if self._conn is None:
+            self._conn = await self._run_unlocked(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        """Close the connection; idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with self._lock:
+                conn.close()
+
+    async def reserve(self, space: str, interval: float, now: float) -> float:
+        """See `Pacer.reserve`."""
+
+        def work(conn: sqlite3.Connection) -> float:
+            start = max(now, _stored(conn, space, now))
+            conn.execute(UPSERT, (space, start + interval))
+            return start
+
+        return await self._write(work)
+
+    async def hold(self, space: str, until: float, now: float) -> None:
+        """See `Pacer.hold`."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(UPSERT, (space, max(until, _stored(conn, space, now))))
+
+        await self._write(work)
+
+    async def next_slot(self, space: str) -> float:
+        """See `Pacer.next_slot`."""
+
+        def read(conn: sqlite3.Connection) -> float:
+            row = conn.execute("SELECT next_slot FROM pace WHERE space = ?", (space,)).fetchone()
+            return float(row[0]) if row else 0.0
+
+        return await self._run(read)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def transaction(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")  # the read and the write of one slot are atomic
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(transaction)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                if self._conn is None:
+                    raise Unavailable("The pacer is not started.")
+                return work(self._conn)
+
+        return await self._run_unlocked(locked)
+
+    @staticmethod
+    async def _run_unlocked(work: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(work)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"The pacer could not use the outbox file: {exc}") from exc
+
+
+def _stored(conn: sqlite3.Connection, space: str, now: float) -> float:
+    """The Space's stored next slot, at most `MAX_AHEAD_SECONDS` after `now`."""
+    row = conn.execute("SELECT next_slot FROM pace WHERE space = ?", (space,)).fetchone()
+    return min(float(row[0]), now + MAX_AHEAD_SECONDS) if row else 0.0

@@ -1,0 +1,112 @@
+"""The upstream Create Event API: send one event, classify the answer.
+
+`classify` is pure so every status can be tested without a network; `Upstream.send` adds the
+transport (httpx) and turns timeouts and resets into retries.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import httpx
+
+MAX_MESSAGE = 500
+REDACTED = "[the upstream token]"
+
+
+class Verdict(Enum):
+    """What an upstream answer means for the event and its Space."""
+
+    DELIVERED = "delivered"
+    SLOW_DOWN = "slow_down"  # 429: wait `delay` seconds before the Space's next request
+    RETRY = "retry"  # 5xx, timeouts, resets: back off with jitter
+    PAUSE = "pause"  # 401/403: the token or the Space is wrong; keep events, pause the Space
+    FATAL = "fatal"  # 422 and other 4xx: the event itself is refused; dead letters
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    status: int | None = None
+    message: str = ""
+    delay: float | None = None  # for SLOW_DOWN: seconds the upstream asked us to wait
+
+
+RETRYABLE_4XX = frozenset({408, 425})
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes, now: float) -> Outcome:
+    """What one upstream answer means for the event and its Space."""
+    message = _message(body)
+    if 200 <= status < 300:
+        return Outcome(Verdict.DELIVERED, status, message)
+    if status == 429:
+        return Outcome(Verdict.SLOW_DOWN, status, message, retry_after(headers.get("retry-after"), now))
+    if status in (401, 403):
+        return Outcome(Verdict.PAUSE, status, message)
+    if status >= 500 or status in RETRYABLE_4XX:
+        return Outcome(Verdict.RETRY, status, message)
+    return Outcome(Verdict.FATAL, status, message)
+
+
+def retry_after(value: str | None, now: float, default: float = 60.0) -> float:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return default
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return default
+        if when.tzinfo is None:
+            return default
+        seconds = when.timestamp() - now
+    if not math.isfinite(seconds):
+        return default
+    return min(max(seconds, 0.0), 3600.0)
+
+
+def _message(body: bytes) -> str:
+    """The upstream's own words: its JSON `message` (and errors) if any, else the raw text."""
+    text = body[: 4 * MAX_MESSAGE].decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return text[:MAX_MESSAGE]
+    if isinstance(data, dict) and "message" in data:
+        out = str(data["message"])
+        if data.get("errors"):
+            out += " " + json.dumps(data["errors"], separators=(",", ":"))
+        return out[:MAX_MESSAGE]
+    return text[:MAX_MESSAGE]
+
+
+class Upstream:
+    """Sends events to a Space's upstream with its bearer token."""
+
+    def __init__(self, client: httpx.AsyncClient, timeout: float = 10.0) -> None:
+        self.client = client
+        self.timeout = timeout
+
+    async def send(self, url: str, token: str | None, payload: bytes, now: float) -> Outcome:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            r = await self.client.post(url, content=payload, headers=headers, timeout=self.timeout)
+        except httpx.TimeoutException:
+            return Outcome(Verdict.RETRY, None, f"no answer within {self.timeout:g} s")
+        except httpx.TransportError as exc:
+            return Outcome(Verdict.RETRY, None, f"connection failed: {type(exc).__name__}: {exc}"[:MAX_MESSAGE])
+        outcome = classify(r.status_code, r.headers, r.content, now)
+        if token and token in outcome.message:  # it is logged and stored: never the token
+            outcome = replace(outcome, message=outcome.message.replace(token, REDACTED))
+        return outcome

@@ -1,0 +1,21 @@
+"""Rate limits on what comes in: `base.RateLimiter`, kept in memory or in Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from relay.limits.base import RateLimiter
+from relay.settings.model import is_redis_url
+
+
+def open_limiter(database: str, clock: Callable[[], float] = time.time) -> RateLimiter:
+    """The limiter that `database` implies: per process beside a SQLite file, shared through
+    Redis (on Redis's own clock, unless a test injects one) beside a Redis."""
+    if is_redis_url(database):
+        from relay.limits.redis import RedisRateLimiter  # imported late: it imports redis
+
+        return RedisRateLimiter(database, clock=None if clock is time.time else clock)
+    from relay.limits.memory import MemoryRateLimiter
+
+    return MemoryRateLimiter(clock)

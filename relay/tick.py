@@ -1,0 +1,50 @@
+"""Batching the calls of one event-loop tick into one write or one round trip.
+
+Requests arrive concurrently, and each makes its own call (an enqueue, a rate-limit take). A
+backend that served each call alone would pay a commit (SQLite) or a round trip (Redis) per
+request. A `TickBatch` collects the calls made during one turn of the event loop and hands
+them to the backend's `flush` together on the next turn; each caller awaits its own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Pending = list[tuple[T, "asyncio.Future[R]"]]
+
+
+class TickBatch(Generic[T, R]):
+    """Collects `submit(item)` calls until the loop's next turn, then calls `flush(pending)`.
+
+    `flush` gets every (item, future) of the turn and must settle each future (a result or an
+    exception), at once or later; `fail_all` settles the ones left.
+    """
+
+    def __init__(self, flush: Callable[[Pending[T, R]], None]) -> None:
+        self._flush = flush
+        self._pending: Pending[T, R] = []
+
+    async def submit(self, item: T) -> R:
+        """Add `item` to this turn's batch and wait for its answer."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        if len(self._pending) == 1:  # the first of this turn: flush them all on the next one
+            loop.call_soon(self._take)
+        return await future
+
+    def _take(self) -> None:
+        pending, self._pending = self._pending, []
+        self._flush(pending)
+
+
+def fail_all(pending: Pending[T, R], exc: BaseException) -> None:
+    """Answer every call of `pending` that is still waiting with `exc`."""
+    for _, future in pending:
+        if not future.done():
+            future.set_exception(exc)
