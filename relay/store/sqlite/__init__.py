@@ -11,6 +11,7 @@ may open the same file at the same time. A third thread checkpoints the WAL ever
     writer.py   the writer (group commit) and checkpointer threads
     enqueue.py  the enqueue's job: dedup and insert a tick's events in one savepoint
     changes.py  the `changes` feed: the cursor and its queries
+    figures.py  the queue figures for the metrics (`QueueAges`)
     schema.py   opening the file: its settings, and schema.sql with SCHEMA_VERSION
 """
 

@@ -14,19 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from relay.errors import Unavailable
-from relay.store.base import (
-    PRIORITY_CONVERSION,
-    PRIORITY_PAGE_VIEW,
-    ChangePage,
-    Claimed,
-    DeadEvent,
-    NewEvent,
-    OutboxStats,
-    QueueFigures,
-)
+from relay.store.base import ChangePage, Claimed, DeadEvent, NewEvent, OutboxStats, QueueFigures
 from relay.store.coalesce import Coalescer, Pending, fail_all
 from relay.store.sqlite.changes import STEPS_KEPT_SECONDS, parse_cursor, present, read_page
 from relay.store.sqlite.enqueue import enqueue
+from relay.store.sqlite.figures import read_figures
 from relay.store.sqlite.schema import open_file
 from relay.store.sqlite.writer import CHECKPOINT_SECONDS, Checkpointer, GroupCommitter
 
@@ -43,16 +35,6 @@ WHERE space = ? AND status = 'queued' AND next_attempt_at <= ?
   AND (lease_until IS NULL OR lease_until <= ?)
 ORDER BY priority, id
 LIMIT ?
-"""
-
-# queue_figures: both stay inside the claim index's (space, priority) range
-QUEUED_OF_PRIORITY = """
-SELECT count(*) FROM outbox INDEXED BY outbox_claim
-WHERE space = ? AND priority = ? AND status = 'queued'
-"""
-OLDEST_OF_PRIORITY = """
-SELECT received_at FROM outbox INDEXED BY outbox_claim
-WHERE space = ? AND priority = ? AND status = 'queued' ORDER BY id LIMIT 1
 """
 
 
@@ -340,32 +322,8 @@ class SQLiteOutbox:
         return await self._read(work)
 
     async def queue_figures(self) -> QueueFigures:
-        """See `QueueAges.queue_figures`, in one read snapshot: the queued count comes from
-        the trigger-kept counts, the conversions are counted on the claim index (so the cost
-        grows with the queued conversions only) and page views are the rest; the oldest of
-        each priority is one index seek."""
-
-        def work(conn: sqlite3.Connection) -> QueueFigures:
-            figures = QueueFigures()
-            for space, queued in conn.execute(
-                "SELECT space, n FROM outbox_counts WHERE bucket = 'queued' AND n > 0"
-            ).fetchall():
-                (conversions,) = conn.execute(
-                    QUEUED_OF_PRIORITY, (space, PRIORITY_CONVERSION)
-                ).fetchone()
-                depths = {
-                    PRIORITY_CONVERSION: conversions, PRIORITY_PAGE_VIEW: queued - conversions
-                }
-                for priority, depth in depths.items():
-                    if depth <= 0:
-                        continue
-                    figures.depth[(space, priority)] = depth
-                    row = conn.execute(OLDEST_OF_PRIORITY, (space, priority)).fetchone()
-                    if row is not None:
-                        figures.oldest[(space, priority)] = row[0]
-            return figures
-
-        return await self._read(work)
+        """See `QueueAges.queue_figures`; in one read snapshot, at the cost figures.py gives."""
+        return await self._read(read_figures)
 
     async def changes(self, after: str | None, limit: int = 1000) -> ChangePage:
         """See `Outbox.changes`; the cursor is "<last outbox id>-<last step seq>"."""
