@@ -46,11 +46,16 @@ class Script:
 Call = tuple[Script, Sequence[str], Sequence[Any]]  # script, KEYS, ARGV
 
 
+def lua_source(package: str, path: str) -> str:
+    """The text of the Lua file at `path` (e.g. "lua/claim.lua") inside `package`: package
+    data, so an installed wheel has it too."""
+    return importlib.resources.files(package).joinpath(path).read_text("utf-8")
+
+
 def load_script(package: str, filename: str) -> Script:
-    """The Lua script `filename` shipped in `package` (a .lua file beside its module), named
-    by the file's stem."""
-    source = importlib.resources.files(package).joinpath(filename).read_text("utf-8")
-    return Script(filename.removesuffix(".lua"), source)
+    """The Lua script `filename` shipped beside the modules of `package`, named by the
+    file's stem."""
+    return Script(filename.removesuffix(".lua"), lua_source(package, filename))
 
 
 class RedisLink:

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-Pending = list[tuple[T, "asyncio.Future[R]"]]
+Pending = list[tuple[T, asyncio.Future[R]]]
 
 
 class TickBatch(Generic[T, R]):

@@ -51,8 +51,7 @@ class Parts:
     async def __aenter__(self) -> Self:
         stack = self._stack
         try:
-            await self.outbox.start()
-            stack.push_async_callback(self.outbox.close)
+            await stack.enter_async_context(self.outbox)
             if self.limiter is not None:
                 await stack.enter_async_context(self.limiter)
             if self.forwarder is not None:

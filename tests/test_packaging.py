@@ -22,6 +22,6 @@ def test_the_wheel_ships_static_and_the_console_script(tmp_path: Path) -> None:
     assert static, "static/ has no files to ship"
     missing = [n for n in static if f"relay/static/{n}" not in names]
     assert not missing, f"not in the wheel: {missing}"
-    assert "relay/store/sqlite.py" in names and "relay/cli.py" in names
+    assert "relay/store/sqlite/__init__.py" in names and "relay/cli.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "comet-relay = relay.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -15,9 +15,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from relay.lifecycle import Runs
 from relay.rules.events import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
+from relay.tick import Pending
 
 __all__ = ["PRIORITY_CONVERSION", "PRIORITY_PAGE_VIEW", "NewEvent"]  # defined by the rules
+
+Enqueues = Pending[tuple[Sequence[NewEvent], float], list[bool]]
+"""The enqueue calls of one event-loop tick, which a backend writes together: each is
+((events, now), the future of its answer); see `relay.tick.TickBatch`."""
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -102,8 +109,9 @@ class ChangePage:
     cursor: str  # opaque; only meaningful to the outbox that made it
 
 
-class Outbox(Protocol):
-    """Durable queue of accepted events (see DESIGN.md, 'Interfaces that must stay small')."""
+class Outbox(Runs, Protocol):
+    """Durable queue of accepted events (see docs/DESIGN.md). Started and closed by
+    `async with outbox:` (relay.lifecycle); every method needs it started."""
 
     async def start(self) -> None:
         """Connect, create what storage is missing; idempotent. Call before anything else."""

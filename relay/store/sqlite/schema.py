@@ -1,0 +1,59 @@
+"""Opening the outbox file: its settings (WAL, `synchronous=FULL`, how large the WAL may grow)
+and its schema, `schema.sql`, created or checked against SCHEMA_VERSION."""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib.resources import files
+from pathlib import Path
+
+from relay.errors import Unavailable
+
+SCHEMA_VERSION = 2  # 2: outbox.changed_at and the outbox_steps log (for `outbox tail`)
+SCHEMA = files("relay.store.sqlite").joinpath("schema.sql").read_text(encoding="utf-8")
+WRITER_CHECKPOINT_PAGES = 20000  # about 80 MB of WAL with 4 KiB pages
+WAL_KEPT_BYTES = 64 * 1024 * 1024  # a WAL larger than this is truncated after a checkpoint
+
+
+def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """A connection to the file at `path`, for any thread."""
+    # isolation_level=None: no implicit transactions; the writer issues BEGIN/COMMIT itself.
+    return sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+
+
+def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """Create the file and schema if needed; the write connection and a read-only one.
+
+    Raises Unavailable if the file cannot use WAL mode or holds another schema version.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path, busy_timeout)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise Unavailable(f"{path}: SQLite could not use WAL mode (got {mode!r}).")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_KEPT_BYTES}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise Unavailable(
+                f"{path}: outbox schema {version} is newer than this relay's "
+                f"({SCHEMA_VERSION}); upgrade the relay."
+            )
+        if 0 < version < SCHEMA_VERSION:  # only pre-release files; there is no upgrade
+            raise Unavailable(
+                f"{path}: outbox schema {version} was made by a development version "
+                f"of the relay; deliver what it holds with that version, then remove it."
+            )
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+        )
+        reader = connect(path, busy_timeout)
+        reader.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn, reader

@@ -1,0 +1,209 @@
+"""The outbox file's two threads: the writer, which commits jobs in groups, and the
+checkpointer, which moves the WAL's pages into the database file.
+
+Group commit: each cycle the writer takes all the jobs waiting, runs them in one transaction
+(a savepoint each, so one failing job does not undo the others) and commits once, so many
+concurrent requests share one fsync. A job's caller is answered only after that commit; if
+the commit fails, every job of the group fails.
+
+Checkpoints: SQLite would otherwise checkpoint inside the commit that fills the WAL past 1000
+pages, and that commit (with every request waiting on it) would pay for copying the pages and
+an fsync of the database file; under load that was every few dozen commits. The writer still
+checkpoints by itself past `WRITER_CHECKPOINT_PAGES` (schema.py), should the thread fall
+behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from relay.errors import Unavailable
+from relay.store.sqlite.schema import connect
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SECONDS = 0.5
+
+
+@dataclass
+class _Job:
+    work: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_Answer = tuple["asyncio.Future[Any]", bool, Any]  # (future, ok, result or exception)
+
+
+def _settle(answers: list[_Answer]) -> None:
+    for future, ok, value in answers:
+        if future.done():  # the caller was cancelled; its work is committed all the same
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class GroupCommitter:
+    """The writer thread: runs submitted jobs in groups, one transaction and one commit each."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.commits = 0
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._closing:
+                raise Unavailable("The outbox is closed.")
+            self._jobs.put(_Job(work, loop, future))
+        return future
+
+    def stop(self, timeout: float) -> bool:
+        """Finish the jobs already submitted, then stop; False if that took over `timeout`."""
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._jobs.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        jobs: list[_Job] = []
+        try:
+            while True:
+                batch = [self._jobs.get()]
+                while True:
+                    try:
+                        batch.append(self._jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                # stop() puts its sentinel last and no job can follow it.
+                jobs = [job for job in batch if job is not None]
+                if jobs:
+                    self._run_group(jobs)
+                if batch[-1] is None:
+                    return
+        except Exception:  # a bug; still never leave a caller waiting for a dead thread
+            log.exception("outbox writer stopped")
+            with self._lock:
+                self._closing = True
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    jobs.append(job)
+            self._fail(jobs, Unavailable("The outbox writer stopped."))
+        finally:
+            self.conn.close()
+
+    def _run_group(self, jobs: list[_Job]) -> None:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail(jobs, exc)
+            return
+        outcomes: list[tuple[bool, Any]] = []
+        for job in jobs:
+            try:
+                conn.execute("SAVEPOINT job")
+                outcome: tuple[bool, Any] = (True, job.work(conn))
+                conn.execute("RELEASE job")
+            except Exception as exc:  # noqa: BLE001 - the job's caller gets its exception
+                if not self._undo_job(conn):
+                    # SQLite rolled the whole transaction back (I/O error, disk full, ...):
+                    # the jobs that succeeded before this one are undone too.
+                    self._rollback()
+                    lost = sqlite3.OperationalError(f"transaction lost to another job: {exc}")
+                    self._answer([(j, False, exc if j is job else lost) for j in jobs])
+                    return
+                outcome = (False, exc)
+            outcomes.append(outcome)
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._fail(jobs, exc)
+            return
+        self.commits += 1
+        self._answer([(job, ok, value) for job, (ok, value) in zip(jobs, outcomes)])
+
+    def _undo_job(self, conn: sqlite3.Connection) -> bool:
+        if not conn.in_transaction:
+            return False
+        try:
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.exception("outbox rollback failed")
+
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
+        self._answer([(job, False, exc) for job in jobs])
+
+    @staticmethod
+    def _answer(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+        # One wake-up per event loop for the whole group, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+        for job, ok, value in outcomes:
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, answers)
+            except RuntimeError:  # that event loop is closed: nobody is waiting
+                pass
+
+
+class Checkpointer:
+    """A thread with its own connection that checkpoints the WAL (PASSIVE: it never blocks the
+    writer or a reader) every `interval` seconds until stopped."""
+
+    def __init__(self, path: str, busy_timeout: float, interval: float) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.interval = interval
+        self.checkpoints = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        conn = connect(self.path, self.busy_timeout)
+        try:
+            while not self._stopping.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # the writer's own checkpoints still bound the WAL
+                    log.warning("outbox checkpoint failed: %s", exc)
+        finally:
+            conn.close()
