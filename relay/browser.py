@@ -38,7 +38,7 @@ from relay.tokens import VisitorTokens, cookie_header
 
 log = logging.getLogger("relay.browser")
 
-SNIPPET_FILES = ("comet.min.js", "comet.js")  # the minified build first, else the source
+SNIPPET_FILES = ("comet.min.js",)  # built from static/src/ by scripts/build-snippet
 CORS_MAX_AGE = "7200"  # Chromium's ceiling for caching a preflight
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
