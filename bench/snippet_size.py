@@ -1,6 +1,7 @@
 """Snippet size: static/comet.min.js raw and gzipped, against the 3,000-byte gzipped budget.
 
-Gzip at level 9, as the relay compresses it for the wire (relay/browser.py).
+Built from the modules in static/src/ by scripts/build-snippet. Gzip at level 9, as the relay
+compresses it for the wire (relay/browser.py).
 
     python bench/snippet_size.py [--out bench/results/snippet_size.json]
 """

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 log = logging.getLogger("relay.browser")
 
-SNIPPET_FILES = ("comet.min.js", "comet.js")  # the minified build first, else the source
+SNIPPET_FILE = "comet.min.js"  # built from static/src/ by scripts/build-snippet
 
 
 def static_file(name: str) -> bytes | None:
@@ -38,7 +38,7 @@ class Snippet:
     def __init__(self, body: bytes | None) -> None:
         self.body = body
         if body is None:
-            log.warning("static/comet.js is missing from this installation: the snippet is 404")
+            log.warning("static/comet.min.js is missing from this installation: the snippet is 404")
             return
         digest = hashlib.sha256(body).hexdigest()[:32]
         self.etag = f'"{digest}"'
@@ -48,12 +48,8 @@ class Snippet:
 
     @classmethod
     def from_package(cls) -> Snippet:
-        """The snippet as shipped: static/comet.min.js if built, else static/comet.js."""
-        for name in SNIPPET_FILES:
-            body = static_file(name)
-            if body is not None:
-                return cls(body)
-        return cls(None)
+        """The snippet as shipped: static/comet.min.js."""
+        return cls(static_file(SNIPPET_FILE))
 
     async def handle(self, request: Request) -> Response:
         if self.body is None:
