@@ -38,7 +38,7 @@ CLIENT_ADDRESS = "127.0.0.5"  # the test's client; nginx itself reaches the rela
 ORIGIN = "https://acme.example"  # write_config's allowed origin of Space acme
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 
-pytestmark = pytest.mark.skipif(
+needs_nginx = pytest.mark.skipif(
     NGINX is None or OPENSSL is None, reason="needs nginx and openssl (apt-get install nginx)"
 )
 
@@ -160,6 +160,7 @@ def nginx_in_front(
                 nginx.wait(5)
 
 
+@needs_nginx
 @pytest.mark.parametrize("nginx_in_front", nginx_blocks(), ids=lambda b: b.where, indirect=True)
 def test_events_pass_through_the_documented_nginx(nginx_in_front: tuple[str, RelayProcess]) -> None:
     base, relay = nginx_in_front
