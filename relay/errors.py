@@ -3,6 +3,7 @@
     RelayError                  the base: something the relay expected could go wrong
     ├── ConfigError             relay.toml or the environment is wrong; lists every problem
     ├── Unavailable             a store (SQLite, Redis) cannot be reached or cannot write
+    ├── MigrationError          `outbox migrate` cannot start; the message says what to do
     └── Refused                 a request the relay will not accept; `status` is its HTTP status
         ├── Unauthorized        401  no key, a malformed one, or an unknown one
         ├── Forbidden           403  the key may not write, the Space is inactive, the origin
@@ -44,6 +45,10 @@ class Unavailable(RelayError):
     """A store could not be reached or could not write: nothing was made durable."""
 
 
+class MigrationError(RelayError):
+    """`comet-relay outbox migrate` cannot start; the message says why and what to do."""
+
+
 class Refused(RelayError):
     """A request the relay will not accept: an HTTP status, a message for whoever sent it,
     `errors` (field -> problems) for a 422, and headers the answer must carry."""
@@ -70,10 +75,14 @@ class Refused(RelayError):
 
 
 class Unauthorized(Refused):
+    """401: no API key, a malformed one, or one that is not configured."""
+
     status = 401
 
 
 class Forbidden(Refused):
+    """403: the key may not write, the Space is inactive, or the origin is not allowed."""
+
     status = 403
 
 
@@ -90,6 +99,8 @@ class BodyTimeout(Refused):
 
 
 class PayloadTooLarge(Refused):
+    """413: the body, or the batch in it, is over the configured limit."""
+
     status = 413
 
 
@@ -100,6 +111,8 @@ class Invalid(Refused):
 
 
 class RateLimited(Refused):
+    """429: over a rate limit; the answer says when to retry (Retry-After)."""
+
     status = 429
 
 

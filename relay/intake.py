@@ -81,6 +81,7 @@ class Accepted:
         return len(self.queued) - self.accepted
 
 
+@dataclass
 class Intake:
     """Rate-limits, checks, enqueues and reports the events of both endpoints.
 
@@ -88,20 +89,11 @@ class Intake:
     something new queued, so an idle forwarder starts at once.
     """
 
-    def __init__(
-        self,
-        limiter: RateLimiter,
-        outbox: Outbox,
-        *,
-        report: Report,
-        wake: Callable[[str], None] = lambda space_id: None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.limiter = limiter
-        self.outbox = outbox
-        self.report = report
-        self.wake = wake
-        self.clock = clock
+    limiter: RateLimiter
+    outbox: Outbox
+    report: Report
+    wake: Callable[[str], None] = lambda space_id: None
+    clock: Callable[[], float] = time.time
 
     async def take(self, bucket: str, limit: int, over: str) -> Decision:
         """Spend one request of `bucket`'s allowance of `limit` a minute.

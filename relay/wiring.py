@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
 
 from relay.delivery.forwarder import Forwarder, upstream_client
 from relay.delivery.pacing import open_pacer
 from relay.delivery.upstream import Upstream
 from relay.intake import Intake
+from relay.lifecycle import Lifecycle
 from relay.limits import open_limiter
 from relay.limits.base import RateLimiter
 from relay.observe.eventlog import configure_event_log
@@ -33,7 +32,7 @@ from relay.store import Outbox, open_outbox
 
 
 @dataclass
-class Parts:
+class Parts(Lifecycle):
     """The relay's parts for one process; `async with` runs them."""
 
     settings: Settings
@@ -48,29 +47,21 @@ class Parts:
     shutdown_timeout: float = 10.0
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Start the stores, then the forwarder; see the module docstring."""
         stack = self._stack
-        try:
-            await stack.enter_async_context(self.outbox)
-            if self.limiter is not None:
-                await stack.enter_async_context(self.limiter)
-            if self.forwarder is not None:
-                forwarder = self.forwarder
-                await stack.enter_async_context(forwarder.upstream.client)
-                await stack.enter_async_context(forwarder.pacer)
-                forwarder.start()
-                stack.push_async_callback(forwarder.stop, self.shutdown_timeout)
-        except BaseException:
-            await stack.aclose()
-            raise
-        return self
+        await stack.enter_async_context(self.outbox)
+        if self.limiter is not None:
+            await stack.enter_async_context(self.limiter)
+        if self.forwarder is not None:
+            forwarder = self.forwarder
+            await stack.enter_async_context(forwarder.upstream.client)
+            await stack.enter_async_context(forwarder.pacer)
+            forwarder.start()
+            stack.push_async_callback(forwarder.stop, self.shutdown_timeout)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
+        """Drain the forwarder, then close what `start` opened, in reverse."""
         await self._stack.aclose()
 
 

@@ -1,4 +1,4 @@
-"""The house rules' static checks (DESIGN.md rule 7), run with the suite so CI holds them."""
+"""The house rules' static checks (docs/DESIGN.md), run with the suite so CI holds them."""
 
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 import relay.store.migrate
+from relay.errors import MigrationError
 from relay.store.base import Claimed, DeadEvent, Outbox
-from relay.store.migrate import MigrationError, migrate
+from relay.store.migrate import migrate
 from relay.store.redis import RedisOutbox
 from relay.store.sqlite import SQLiteOutbox
 from tests.test_outbox import HOUR, T0, event, page_view, run_with

@@ -1,4 +1,4 @@
-"""The contract's validation rules (CONTRACT.md §1), one table row per rule."""
+"""The contract's validation rules (docs/CONTRACT.md §1), one table row per rule."""
 
 from __future__ import annotations
 

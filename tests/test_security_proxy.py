@@ -1,4 +1,4 @@
-"""Security: whose address is the client's (CONTRACT.md §3: `ip` through trusted proxies only).
+"""Security: whose address is the client's (docs/CONTRACT.md §3: `ip` through trusted proxies only).
 
 One real relay trusts 127.0.0.1 and 10.0.0.0/8. A request from 127.0.0.1 plays a trusted
 reverse proxy; one from 127.0.0.2 (still loopback, but not trusted) plays a client on the

@@ -27,7 +27,7 @@ log = logging.getLogger("relay.cli")
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
-    help="Serve this process's GET /metrics and GET /healthz on this port.",
+    help="Serve this process's GET /metrics, /healthz and /readyz on this port.",
 )
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."

@@ -189,7 +189,8 @@ def outbox_migrate(url: str, config_path: str) -> None:
     Stop every relay and forwarder that uses the outbox first. Nothing is lost or sent twice;
     an interrupted run resumes when run again. Delivered events stay in the SQLite file.
     """
-    from relay.store.migrate import MigrationError, migrate  # imported late: it imports redis
+    from relay.errors import MigrationError
+    from relay.store.migrate import migrate  # imported late: it imports redis
 
     settings = load_settings(config_path, secrets=False)
     if config.is_redis_url(settings.database):

@@ -39,7 +39,7 @@ UTM_PARAMS: Mapping[str, str] = {
 }
 
 def attribution_from_url(url: str) -> dict[str, str]:
-    """The comet_* attribution fields that the query of `url` carries (CONTRACT.md §3).
+    """The comet_* attribution fields that the query of `url` carries (docs/CONTRACT.md §3).
 
     An explicit `comet_*` parameter wins over the UTM parameter mapped to the same field; of a
     parameter given twice, the first counts; empty values are ignored.

@@ -60,7 +60,7 @@ _FIELD_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
-# Meta pixel names and habits for the standard events (CONTRACT.md §4).
+# Meta pixel names and habits for the standard events (docs/CONTRACT.md §4).
 _EVENT_ALIASES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "lead": ("lead_generated",),

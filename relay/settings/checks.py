@@ -1,7 +1,7 @@
 """The small checking framework behind relay.toml's problems, and the check of each value.
 
 A check takes a configured value and returns what to keep, or raises `Bad` with one or more
-problems placed relative to the value (`[2]`, `.sha256`); `checktable` runs a table of checks
+problems placed relative to the value (`[2]`, `.sha256`); `check_table` runs a table of checks
 over a TOML table and names unknown keys with a "did you mean". Every message shows the value
 it refuses (`show`), except for secrets.
 """
@@ -38,7 +38,7 @@ def report(prefix: str, found: Iterable[Problem], problems: list[str]) -> None:
     problems.extend(f"{(prefix + where).lstrip('.')}: {message}" for where, message in found)
 
 
-def checktable(
+def check_table(
     table: Mapping[str, Any], checks: Mapping[str, Check], required: Iterable[str] = ()
 ) -> tuple[dict[str, Any], list[Problem]]:
     """Run `checks` over `table`: the values that passed, and every problem (unknown keys too)."""
@@ -88,7 +88,7 @@ def log_format(value: Any) -> str:
 # --- checks of single values: each returns the value to keep or raises Bad ----------------
 
 
-def table(value: Any) -> dict[str, Any]:
+def toml_table(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Bad(f"must be a table, got {show(value)}")
     return value
@@ -275,7 +275,7 @@ def _api_keys(value: Any) -> tuple[ApiKey, ...]:
     found: list[ApiKey] = []
     problems: list[Problem] = []
     for index, item in enumerate(value):
-        values, item_problems = checktable(item, _API_KEY_CHECKS, required=("sha256",))
+        values, item_problems = check_table(item, _API_KEY_CHECKS, required=("sha256",))
         problems.extend((f"[{index}]{where}", message) for where, message in item_problems)
         if not item_problems:
             found.append(ApiKey(**values))

@@ -14,10 +14,10 @@ from relay.errors import ConfigError
 from relay.settings.checks import (
     RELAY_CHECKS,
     SPACE_CHECKS,
-    checktable,
+    check_table,
     report,
     show,
-    table,
+    toml_table,
 )
 from relay.settings.model import (
     MIN_SECRET_KEY_LENGTH,
@@ -71,10 +71,10 @@ def _build(
     problems: list[str],
     secrets: bool = True,
 ) -> Settings:
-    top, found = checktable(document, {"relay": table, "spaces": table})
+    top, found = check_table(document, {"relay": toml_table, "spaces": toml_table})
     report("", found, problems)
-    relaytable = top.get("relay", {})
-    relay, found = checktable(relaytable, RELAY_CHECKS)
+    relay_table = top.get("relay", {})
+    relay, found = check_table(relay_table, RELAY_CHECKS)
     report("relay", found, problems)
 
     relay_dedup = relay.get("dedup_window_hours", Settings.dedup_window_hours)
@@ -138,7 +138,7 @@ def _spaces(
         if not isinstance(raw, dict):
             problems.append(f"{name}: must be a table ([{name}]), got {show(raw)}")
             continue
-        values, found = checktable(raw, SPACE_CHECKS)
+        values, found = check_table(raw, SPACE_CHECKS)
         report(name, found, problems)
         token = _upstream_token(name, raw, values, env, problems if secrets else [])
         values.setdefault("dedup_window_hours", relay_dedup)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relay.errors import MigrationError
 from relay.store.redis import ImportedEvent, RedisOutbox
 
 CHUNK = 500
@@ -35,10 +36,6 @@ FROM outbox WHERE status IN ('queued', 'dead') AND id > ? ORDER BY id LIMIT ?
 """
 LIVE_KEYS = "SELECT space, key, expires_at FROM dedup WHERE expires_at > ? ORDER BY space, key"
 LEASED = "SELECT count(*) FROM outbox WHERE status = 'queued' AND lease_until > ?"
-
-
-class MigrationError(Exception):
-    """The migration cannot start; the message says why and what to do."""
 
 
 @dataclass

@@ -19,17 +19,8 @@ from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
 from relay.redis_link import RedisLink, ok
 from relay.redis_link import number as _arg
-from relay.store.base import (
-    PRIORITY_CONVERSION,
-    PRIORITY_PAGE_VIEW,
-    ChangePage,
-    Claimed,
-    DeadEvent,
-    Enqueues,
-    NewEvent,
-    OutboxStats,
-    QueueFigures,
-)
+from relay.rules.events import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
+from relay.store.base import ChangePage, Claimed, DeadEvent, Enqueues, OutboxStats, QueueFigures
 from relay.store.redis.batch import Batch, ImportedEvent, answer
 from relay.store.redis.changes import cursor, log_ends, merge, parse_cursor
 from relay.store.redis.ids import MAX_SPACES, event_id, split_id

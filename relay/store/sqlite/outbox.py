@@ -15,15 +15,8 @@ from typing import Any, TypeVar
 
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
-from relay.store.base import (
-    ChangePage,
-    Claimed,
-    DeadEvent,
-    Enqueues,
-    NewEvent,
-    OutboxStats,
-    QueueFigures,
-)
+from relay.rules.events import NewEvent
+from relay.store.base import ChangePage, Claimed, DeadEvent, Enqueues, OutboxStats, QueueFigures
 from relay.store.sqlite.changes import STEPS_KEPT_SECONDS, parse_cursor, present, read_page
 from relay.store.sqlite.enqueue import enqueue
 from relay.store.sqlite.figures import read_figures
