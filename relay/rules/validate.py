@@ -153,9 +153,10 @@ def _check_email(value: object) -> str | None:
     if len(value) > MAX_EMAIL_LENGTH:
         return f"is {len(value)} characters long: an email address has at most {MAX_EMAIL_LENGTH}."
     if _EMAIL.fullmatch(value) is None:
-        return (
-            f"'{clip(value)}' is not an email address: it needs exactly one '@' with text "
-            "on both sides, like name@example.com."
+        return _not(
+            value,
+            "an email address",
+            "it needs exactly one '@' with text on both sides, like name@example.com.",
         )
     return None
 
@@ -169,9 +170,10 @@ def _check_ip(value: object) -> str | None:
         address = None
     # A zone index (fe80::1%eth0) names an interface of the sender's host, not a client.
     if address is None or getattr(address, "scope_id", None):
-        return (
-            f"'{clip(value)}' is not an IP address: send the client's IPv4 or IPv6 address, "
-            "like 203.0.113.7 or 2001:db8::1."
+        return _not(
+            value,
+            "an IP address",
+            "send the client's IPv4 or IPv6 address, like 203.0.113.7 or 2001:db8::1.",
         )
     return None
 
@@ -180,9 +182,11 @@ def _check_url(value: object) -> str | None:
     if not isinstance(value, str):
         return wrong_type("a string holding a URL", value)
     if _URL.fullmatch(value) is None:
-        return (
-            f"'{clip(value)}' is not an absolute http(s) URL: send the whole address, with "
-            "scheme and host and without spaces, like https://example.com/page."
+        return _not(
+            value,
+            "an absolute http(s) URL",
+            "send the whole address, with scheme and host and without spaces, like "
+            "https://example.com/page.",
         )
     return None
 
@@ -190,9 +194,10 @@ def _check_url(value: object) -> str | None:
 def _check_event_time(value: object) -> str | None:
     if isinstance(value, str):
         if not _is_iso(value):
-            return (
-                f"'{clip(value)}' is not an ISO 8601 date-time: send one like "
-                "2024-05-01T12:30:00Z, or Unix time in seconds as a number."
+            return _not(
+                value,
+                "an ISO 8601 date-time",
+                "send one like 2024-05-01T12:30:00Z, or Unix time in seconds as a number.",
             )
         if _is_bare_date(value):
             return (
@@ -235,7 +240,7 @@ def _check_numeric(value: object) -> str | None:
     if not isinstance(value, str):
         return wrong_type("a number, or a string holding one", value)
     if not _is_number_text(value):
-        return f"'{clip(value)}' is not a number: send one like 500 or \"500\"."
+        return _not(value, "a number", 'send one like 500 or "500".')
     return None
 
 
@@ -243,9 +248,10 @@ def _check_date(value: object) -> str | None:
     if not isinstance(value, str):
         return wrong_type("a string holding an ISO 8601 date", value)
     if not _is_iso(value):
-        return (
-            f"'{clip(value)}' is not an ISO 8601 date or date-time: send one like "
-            "2024-05-01 or 2024-05-01T12:30:00Z."
+        return _not(
+            value,
+            "an ISO 8601 date or date-time",
+            "send one like 2024-05-01 or 2024-05-01T12:30:00Z.",
         )
     return None
 
@@ -276,6 +282,11 @@ _CHECKS: dict[Kind, Callable[[object], str | None]] = {
     Kind.DATE: _check_date,
     Kind.IDEMPOTENCY_KEY: _check_idempotency_key,
 }
+
+
+def _not(value: str, what: str, advice: str) -> str:
+    """The message for a string that is not what its field holds: the value, then the fix."""
+    return f"'{clip(value)}' is not {what}: {advice}"
 
 
 def _add(errors: dict[str, list[str]], name: str, message: str) -> None:
