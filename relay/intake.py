@@ -15,29 +15,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from relay.errors import Invalid, RateLimited, Refused, ServiceUnavailable, Unavailable
 from relay.limits.base import Decision, RateLimiter
-from relay.rules.events import NewEvent, new_event
+from relay.observe.observer import Received
+from relay.rules.events import NewEvent, Source, new_event
 from relay.rules.validate import summary
 from relay.settings import Space
-from relay.store.base import Outbox
+from relay.store.base import Enqueued, Outbox, Outcome
 
-
-class Source(StrEnum):
-    """Where an event came from: a server with a secret API key, or a browser with the public
-    site key (which anyone can copy)."""
-
-    API = "api"
-    BROWSER = "browser"
-
-
-# What the intake reports, for the metrics, the event log and the debugger:
-# (source, Space id, outcome, reason, idempotency key or event id). The outcomes are
-# "accepted", "duplicate", "bot" and "rejected"; `reason` names why for "rejected".
-Report = Callable[[Source, str, str, str, str | None], None]
+Report = Callable[[Received], None]
 # Check one sent event (a decoded JSON value): (the event ready for the outbox, every problem
 # by field).
 Check = Callable[[Any], tuple[dict[str, object], dict[str, list[str]]]]
@@ -69,16 +57,11 @@ class Accepted:
     """What became of the events of one request that passed the checks."""
 
     entries: list[NewEvent] = field(default_factory=list)
-    queued: list[bool] = field(default_factory=list)  # per entry: False for a duplicate
+    results: list[Enqueued] = field(default_factory=list)  # per entry
     refused: list[Refusal] = field(default_factory=list)
 
-    @property
-    def accepted(self) -> int:
-        return sum(self.queued)
-
-    @property
-    def duplicates(self) -> int:
-        return len(self.queued) - self.accepted
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome is outcome)
 
 
 @dataclass
@@ -95,14 +78,14 @@ class Intake:
     wake: Callable[[str], None] = lambda space_id: None
     clock: Callable[[], float] = time.time
 
-    async def take(self, bucket: str, limit: int, over: str) -> Decision:
-        """Spend one request of `bucket`'s allowance of `limit` a minute.
+    async def take(self, bucket: str, limit: int, over: str, cost: int = 1) -> Decision:
+        """Spend `cost` of `bucket`'s allowance of `limit` a minute.
 
         Raises `RateLimited` (429, its message `over` followed by when to retry, its headers
-        the decision's) when none is left, and `ServiceUnavailable` (503) when the limiter's
-        store cannot be reached.
+        the decision's) when that much is not left, and `ServiceUnavailable` (503) when the
+        limiter's store cannot be reached.
         """
-        decision = await self._decide(self.limiter.take(bucket, limit))
+        decision = await self._decide(self.limiter.take(bucket, limit, cost))
         if not decision.allowed:
             raise RateLimited(
                 f"{over}; retry after {decision.retry_after} s.", headers=decision.headers()
@@ -148,32 +131,41 @@ class Intake:
             if errors:
                 shown = event_id(item)
                 accepted.refused.append(Refusal(index, shown, errors))
-                self.report(source, space.id, "rejected", next(iter(errors), "body"), shown)
+                reason = next(iter(errors), "body")
+                self.report(Received(source, space.id, "rejected", reason, shown))
             else:
-                accepted.entries.append(new_event(space, event, now))
+                accepted.entries.append(new_event(space, event, now, source))
         if accepted.entries:
             try:
-                accepted.queued = await self.outbox.enqueue(accepted.entries, now)
+                accepted.results = await self.outbox.enqueue(accepted.entries, now)
             except Exception as exc:  # the store failed: nothing was acknowledged
                 raise ServiceUnavailable(
                     "The event could not be stored; retry the request."
                 ) from exc
-        if accepted.accepted:
-            self.wake(space.id)
-        for entry, fresh in zip(accepted.entries, accepted.queued):
-            outcome = "accepted" if fresh else "duplicate"
-            self.report(source, space.id, outcome, "", entry.idempotency_key)
+        if any(r.outcome is not Outcome.DUPLICATE for r in accepted.results):
+            self.wake(space.id)  # a new event, or a twin released at once
+        for entry, result in zip(accepted.entries, accepted.results):
+            self.report(_received(source, entry, result))
         return accepted
 
     def refused(self, source: Source, space_id: str, err: Refused) -> None:
         """Report a request refused as a whole (`space_id` is `UNKNOWN_SPACE` before the
         Space is known)."""
-        self.report(source, space_id, "rejected", refusal_reason(err), None)
+        self.report(Received(source, space_id, "rejected", refusal_reason(err)))
 
     def bots(self, source: Source, space_id: str, sent: Sequence[object]) -> None:
         """Report the events of a crawler's request, dropped without a word."""
         for item in sent:
-            self.report(source, space_id, "bot", "", event_id(item))
+            self.report(Received(source, space_id, "bot", key=event_id(item)))
+
+
+_OUTCOMES = {Outcome.QUEUED: "accepted", Outcome.MERGED: "merged", Outcome.DUPLICATE: "duplicate"}
+
+
+def _received(source: Source, entry: NewEvent, result: Enqueued) -> Received:
+    held = entry.due_at if result.queued else None
+    key = entry.idempotency_key
+    return Received(source, entry.space, _OUTCOMES[result.outcome], "", key, result.other, held)
 
 
 def event_id(sent: object) -> str | None:

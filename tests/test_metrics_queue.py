@@ -13,7 +13,7 @@ import pytest
 
 from relay.observe.metrics import Metrics
 from relay.store import Outbox, open_outbox
-from relay.store.base import PRIORITY_CONVERSION as CONVERSION
+from relay.store.base import PRIORITY_API_CONVERSION as CONVERSION
 from relay.store.base import PRIORITY_PAGE_VIEW as PAGE_VIEW
 from relay.store.base import NewEvent, OutboxStats, QueueAges, QueueFigures
 from relay.store.redis import RedisOutbox

@@ -23,7 +23,7 @@ import pytest
 
 from relay.errors import Unavailable
 from relay.store import Outbox, open_outbox
-from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
+from relay.store.base import PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW, Enqueued, NewEvent
 from relay.store.sqlite import CLAIM, SQLiteOutbox
 
 T = TypeVar("T")
@@ -68,7 +68,7 @@ def event(
     name: str = "purchase",
     dedup: tuple[str, ...] | None = None,
     until: float = T0 + 48 * HOUR,
-    priority: int = PRIORITY_CONVERSION,
+    priority: int = PRIORITY_API_CONVERSION,
 ) -> NewEvent:
     """An event whose only dedup key is its idempotency key unless `dedup` says otherwise."""
     return NewEvent(
@@ -76,7 +76,7 @@ def event(
         event_name=name,
         idempotency_key=key,
         payload=json.dumps({"event_name": name, "idempotency_key": key}).encode(),
-        dedup_keys=(f"idem:{key}",) if dedup is None else dedup,
+        dedup_keys=(f"idem:{name}:{key}",) if dedup is None else dedup,
         dedup_until=until,
         received_at=T0,
         priority=priority,
@@ -85,6 +85,11 @@ def event(
 
 def page_view(key: str) -> NewEvent:
     return event(key, name="view_content", priority=PRIORITY_PAGE_VIEW)
+
+
+def queued(results: list[Enqueued]) -> list[bool]:
+    """Per event: queued as a new event (True), or not (a duplicate, or merged)."""
+    return [r.queued for r in results]
 
 
 async def claim_keys(box: Outbox, n: int = 100, now: float = T0, space: str = "acme") -> list[str]:
@@ -96,7 +101,7 @@ async def claim_keys(box: Outbox, n: int = 100, now: float = T0, space: str = "a
 
 def test_enqueue_dedups_a_key_repeated_in_one_call(database: str) -> None:
     async def scenario(box: Outbox) -> None:
-        assert await box.enqueue([event("a"), event("a"), event("b")], T0) == [True, False, True]
+        assert queued(await box.enqueue([event("a"), event("a"), event("b")], T0)) == [True, False, True]
         assert await claim_keys(box) == ["a", "b"]
 
     run(database, scenario)
@@ -104,9 +109,9 @@ def test_enqueue_dedups_a_key_repeated_in_one_call(database: str) -> None:
 
 def test_enqueue_dedups_across_calls_but_not_across_spaces(database: str) -> None:
     async def scenario(box: Outbox) -> None:
-        assert await box.enqueue([event("a")], T0) == [True]
-        assert await box.enqueue([event("a")], T0 + 1) == [False]
-        assert await box.enqueue([event("a", space="other")], T0 + 2) == [True]
+        assert queued(await box.enqueue([event("a")], T0)) == [True]
+        assert queued(await box.enqueue([event("a")], T0 + 1)) == [False]
+        assert queued(await box.enqueue([event("a", space="other")], T0 + 2)) == [True]
         stats = await box.stats()
         assert stats.queued == 2
         assert stats.spaces["acme"]["queued"] == 1
@@ -117,10 +122,10 @@ def test_enqueue_dedups_across_calls_but_not_across_spaces(database: str) -> Non
 
 def test_an_expired_key_does_not_dedup_and_is_renewed(database: str) -> None:
     async def scenario(box: Outbox) -> None:
-        assert await box.enqueue([event("a", until=T0 + 10)], T0) == [True]
-        assert await box.enqueue([event("a", until=T0 + 20)], T0 + 9) == [False]
-        assert await box.enqueue([event("a", until=T0 + 20)], T0 + 10) == [True]
-        assert await box.enqueue([event("a", until=T0 + 30)], T0 + 19) == [False]
+        assert queued(await box.enqueue([event("a", until=T0 + 10)], T0)) == [True]
+        assert queued(await box.enqueue([event("a", until=T0 + 20)], T0 + 9)) == [False]
+        assert queued(await box.enqueue([event("a", until=T0 + 20)], T0 + 10)) == [True]
+        assert queued(await box.enqueue([event("a", until=T0 + 30)], T0 + 19)) == [False]
 
     run(database, scenario)
 
@@ -132,16 +137,16 @@ def test_any_shared_key_dedups_such_as_an_order_id(database: str) -> None:
         first = event("a", dedup=("idem:a", order))
         second = event("b", dedup=("idem:b", order))
         other_order = event("c", dedup=("idem:c", "order:purchase:1002"))
-        assert await box.enqueue([first, second, other_order], T0) == [True, False, True]
+        assert queued(await box.enqueue([first, second, other_order], T0)) == [True, False, True]
         # The duplicate's own keys were not stored: "b" alone is new.
-        assert await box.enqueue([event("b")], T0) == [True]
+        assert queued(await box.enqueue([event("b")], T0)) == [True]
 
     run(database, scenario)
 
 
 def test_events_without_dedup_keys_are_always_queued(database: str) -> None:
     async def scenario(box: Outbox) -> None:
-        assert await box.enqueue([event("a", dedup=()), event("a", dedup=())], T0) == [True, True]
+        assert queued(await box.enqueue([event("a", dedup=()), event("a", dedup=())], T0)) == [True, True]
 
     run(database, scenario)
 
@@ -149,7 +154,7 @@ def test_events_without_dedup_keys_are_always_queued(database: str) -> None:
 def test_concurrent_enqueues_of_one_key_queue_it_once(database: str) -> None:
     async def scenario(box: Outbox) -> None:
         results = await asyncio.gather(*(box.enqueue([event("a")], T0) for _ in range(50)))
-        assert sorted(r for (r,) in results) == [False] * 49 + [True]
+        assert sorted(r.queued for (r,) in results) == [False] * 49 + [True]
         assert (await box.stats()).queued == 1
 
     run(database, scenario)
@@ -313,7 +318,7 @@ def test_prune_deletes_old_delivered_events_in_chunks(database: str) -> None:
         assert (stats.queued, stats.delivered) == (1, 1)
         assert await box.prune(delivered_before=T0 + 50, now=T0 + 200) == 0
         # Their dedup keys had expired; the keys of "new" have not.
-        assert await box.enqueue([event("old0"), event("new")], T0 + 200) == [True, False]
+        assert queued(await box.enqueue([event("old0"), event("new")], T0 + 200)) == [True, False]
 
     run(database, scenario)
 
@@ -388,8 +393,8 @@ async def main(database: str) -> None:
 
     async def one(i: int) -> None:
         key = f"k{i}"
-        ev = NewEvent("acme", "purchase", key, b"{}", ("idem:" + key,), 1e12, 0.0)
-        if await box.enqueue([ev], 0.0) == [True]:
+        ev = NewEvent("acme", "purchase", key, b"{}", ("idem:purchase:" + key,), 1e12, 0.0)
+        if (await box.enqueue([ev], 0.0))[0].queued:
             print(key, flush=True)
 
     for start in range(0, 200_000, 16):  # bounded: the parent kills it long before
@@ -435,7 +440,7 @@ def test_sqlite_group_commit_shares_commits_between_concurrent_enqueues(tmp_path
     async def scenario(box: SQLiteOutbox) -> int:
         before = box.commits
         results = await asyncio.gather(*(box.enqueue([event(f"e{i}")], T0) for i in range(200)))
-        assert results == [[True]] * 200
+        assert [queued(r) for r in results] == [[True]] * 200
         return box.commits - before
 
     commits = run_with(SQLiteOutbox(str(tmp_path / "outbox.db")), scenario)
@@ -490,7 +495,7 @@ def test_sqlite_a_failing_job_does_not_undo_the_rest_of_its_group(tmp_path: Path
             box.enqueue([event("b")], T0),
             submitted=2,  # the two enqueues of one tick share a job
         )
-        assert good.result() == also_good.result() == [True]
+        assert queued(good.result()) == queued(also_good.result()) == [True]
         assert isinstance(bad.exception(), Unavailable)
         assert box.commits == commits + 2  # the holding job's group, then one for the rest
         assert await claim_keys(box) == ["a", "b"]
@@ -508,7 +513,7 @@ def test_sqlite_a_lost_transaction_fails_every_job_of_its_group(tmp_path: Path) 
         assert isinstance(lost.exception(), Unavailable)
         assert isinstance(failing.exception(), Unavailable)
         assert await claim_keys(box) == []
-        assert await box.enqueue([event("a")], T0) == [True]  # the writer carries on
+        assert queued(await box.enqueue([event("a")], T0)) == [True]  # the writer carries on
 
     run_with(SQLiteOutbox(str(tmp_path / "outbox.db")), scenario)
 
@@ -549,7 +554,7 @@ def test_sqlite_closed_outbox_refuses_writes(tmp_path: Path) -> None:
 def test_sqlite_one_outbox_serves_successive_event_loops(tmp_path: Path) -> None:
     box = SQLiteOutbox(str(tmp_path / "outbox.db"))  # as the CLI uses it: asyncio.run per step
     asyncio.run(box.start())
-    assert asyncio.run(box.enqueue([event("a")], T0)) == [True]
+    assert queued(asyncio.run(box.enqueue([event("a")], T0))) == [True]
     assert asyncio.run(box.stats()).queued == 1
     asyncio.run(box.close())
     assert box.commits >= 1

@@ -23,7 +23,7 @@ import relay.redis_link
 from relay.errors import Unavailable
 from relay.store.redis import SEQ_BITS, RedisOutbox, split_id
 from tests.redis_server import RedisServer
-from tests.test_outbox import HOUR, ROOT, T0, claim_keys, event, page_view, run_with
+from tests.test_outbox import HOUR, ROOT, T0, claim_keys, event, page_view, queued, run_with
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ async def main(url: str, start_at: float) -> None:
               for i in range(2000)]
     await asyncio.sleep(max(0.0, start_at - __import__("time").time()))
     answers = await asyncio.gather(*(box.enqueue([e], 0.0) for e in events))
-    print(sum(queued for (queued,) in answers), flush=True)
+    print(sum(result.queued for (result,) in answers), flush=True)
     await box.close()
 
 asyncio.run(main(sys.argv[1], float(sys.argv[2])))
@@ -157,7 +157,7 @@ def test_ids_name_their_space_and_keys_share_a_hash_tag(redis_url: str) -> None:
 def test_one_outbox_serves_successive_event_loops(redis_url: str) -> None:
     box = RedisOutbox(redis_url)  # as the CLI uses it: asyncio.run per step
     asyncio.run(box.start())
-    assert asyncio.run(box.enqueue([event("a")], T0)) == [True]
+    assert queued(asyncio.run(box.enqueue([event("a")], T0))) == [True]
     assert asyncio.run(box.stats()).queued == 1
     asyncio.run(box.close())
     with pytest.raises(Unavailable):
@@ -202,7 +202,7 @@ def test_lost_scripts_are_loaded_again(redis_url: str, redis_server: RedisServer
     async def scenario(box: RedisOutbox) -> None:
         await box.enqueue([event("a")], T0)
         redis_server.command("SCRIPT", "FLUSH")
-        assert await box.enqueue([event("b"), event("a")], T0) == [True, False]
+        assert queued(await box.enqueue([event("b"), event("a")], T0)) == [True, False]
         assert await claim_keys(box) == ["a", "b"]
 
     run(redis_url, scenario)
@@ -274,14 +274,14 @@ def test_redis_going_away_is_unavailable_and_coming_back_is_used_again(
     own_server: RedisServer,
 ) -> None:
     async def scenario(box: RedisOutbox) -> None:
-        assert await box.enqueue([event("a")], T0) == [True]
+        assert queued(await box.enqueue([event("a")], T0)) == [True]
         own_server.kill()
         with pytest.raises(Unavailable):
             await box.enqueue([event("b")], T0)
         with pytest.raises(Unavailable):
             await box.claim("acme", 10, 30, T0)
         own_server.start()  # same directory: the append-only file brings "a" back
-        assert await box.enqueue([event("b"), event("a")], T0) == [True, False]
+        assert queued(await box.enqueue([event("b"), event("a")], T0)) == [True, False]
         assert await claim_keys(box) == ["a", "b"]
 
     run(own_server.url, scenario, socket_timeout=2.0)
@@ -300,7 +300,7 @@ async def main(url: str) -> None:
         key = f"k{i}"
         ev = NewEvent("acme", "purchase", key, b"{}", ("idem:" + key,), 1e12, 0.0)
         try:
-            if await box.enqueue([ev], 0.0) == [True]:
+            if (await box.enqueue([ev], 0.0))[0].queued:
                 print(key, flush=True)
         except Exception:
             pass  # not acknowledged: the sender would retry
@@ -384,5 +384,5 @@ def test_a_redis_without_its_append_only_file_is_used_with_a_warning(
     own_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert own_server.command("CONFIG", "SET", "appendonly", "no") == b"+OK\r\n"
-    assert run(own_server.url, lambda box: box.enqueue([event("a")], T0)) == [True]
+    assert queued(run(own_server.url, lambda box: box.enqueue([event("a")], T0))) == [True]
     assert "appendonly yes" in caplog.text

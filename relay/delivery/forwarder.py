@@ -225,7 +225,7 @@ class Forwarder:
         started = time.perf_counter()
         try:
             outcome = await self.upstream.send(
-                space.upstream_url, space.upstream_token, event.payload, self.clock()
+                space.upstream_url, space.upstream_token, event.body(), self.clock()
             )
         except asyncio.CancelledError:
             await asyncio.shield(self.outbox.release([event.id]))

@@ -16,20 +16,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from relay import rules
 from relay.enrich.client import Client, client_address
+from relay.rules.fields import COMET_FIELDS
 
 RELAY_ONLY: frozenset[str] = frozenset({"ip", "user_agent", "comet_token", "idempotency_key"})
 MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
 MAX_CLOCK_SKEW_SECONDS = 300
 
-COMET_PARAMS: tuple[str, ...] = (
-    "comet_source",
-    "comet_network",
-    "comet_campaign",
-    "comet_ad_group",
-    "comet_ad_id",
-    "comet_keyword",
-    "comet_type",
-)
 UTM_PARAMS: Mapping[str, str] = {
     "utm_source": "comet_source",
     "utm_medium": "comet_type",
@@ -53,7 +45,7 @@ def attribution_from_url(url: str) -> dict[str, str]:
         if value and name not in params:
             params[name] = value
     found = {field: params[utm] for utm, field in UTM_PARAMS.items() if utm in params}
-    found.update({name: params[name] for name in COMET_PARAMS if name in params})
+    found.update({name: params[name] for name in COMET_FIELDS if name in params})
     return found
 
 

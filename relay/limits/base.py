@@ -35,8 +35,8 @@ class RateLimiter(Runs, Protocol):
     """A limiter shared by whatever serves the same keys (one process, or every relay);
     started and closed by `async with limiter:` (relay.lifecycle)."""
 
-    async def take(self, key: str, limit_per_minute: int) -> Decision:
-        """Spend one request of `key`'s allowance, if there is one."""
+    async def take(self, key: str, limit_per_minute: int, cost: int = 1) -> Decision:
+        """Spend `cost` of `key`'s allowance, if that much is left (else spend nothing)."""
         ...
 
     async def peek(self, key: str, limit_per_minute: int) -> Decision:
@@ -44,9 +44,11 @@ class RateLimiter(Runs, Protocol):
         ...
 
 
-def decision(allowed: bool, limit: int, tokens: float) -> Decision:
-    """The Decision for a bucket of `limit` a minute holding `tokens` after this request."""
-    retry_after = 0 if allowed else max(1, math.ceil((1.0 - tokens) * 60.0 / limit))
+def decision(allowed: bool, limit: int, tokens: float, cost: int = 1) -> Decision:
+    """The Decision for a bucket of `limit` a minute holding `tokens` after a take of `cost`
+    (refused: `retry_after` is when `cost` tokens will be there; never, above `limit`)."""
+    wanted = min(cost, limit)
+    retry_after = 0 if allowed else max(1, math.ceil((wanted - tokens) * 60.0 / limit))
     return Decision(allowed, limit, int(tokens), retry_after)
 
 

@@ -1,5 +1,5 @@
--- KEYS: the bucket. ARGV: limit per minute, now ('' for Redis's clock), 1 to spend or 0 to
--- look. Returns {1 if allowed, tokens left}.
+-- KEYS: the bucket. ARGV: limit per minute, now ('' for Redis's clock), how many tokens to
+-- spend (0: only look). Returns {1 if allowed, tokens left}.
 local limit, now = tonumber(ARGV[1]), tonumber(ARGV[2])
 if now == nil then
   local t = redis.call('TIME')
@@ -12,8 +12,9 @@ if tokens == nil or at == nil then
 end
 tokens = math.min(limit, tokens + math.max(0, now - at) * limit / 60)
 local allowed = 1
-if ARGV[3] == '1' then
-  if tokens >= 1 then tokens = tokens - 1 else allowed = 0 end
+local cost = tonumber(ARGV[3])
+if cost > 0 then
+  if tokens >= cost then tokens = tokens - cost else allowed = 0 end
   redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.17g', now))
   -- Full again after (limit - tokens) minutes' worth of refill: then it equals a new bucket.
   redis.call('PEXPIRE', KEYS[1], math.ceil((limit - tokens) * 60000 / limit) + 1000)

@@ -20,17 +20,17 @@ class MemoryRateLimiter(Lifecycle):
         tokens, at = self._buckets.get(key, (float(limit), now))
         return min(float(limit), tokens + max(0.0, now - at) * limit / 60.0)
 
-    async def take(self, key: str, limit_per_minute: int) -> Decision:
+    async def take(self, key: str, limit_per_minute: int, cost: int = 1) -> Decision:
         """See `RateLimiter.take`."""
         now = self._clock()
         tokens = self._level(key, limit_per_minute, now)
-        allowed = tokens >= 1.0
+        allowed = tokens >= cost
         if allowed:
-            tokens -= 1.0
+            tokens -= cost
         if key not in self._buckets and len(self._buckets) >= self._max_keys:
             self._evict(now)
         self._buckets[key] = (tokens, now)
-        return decision(allowed, limit_per_minute, tokens)
+        return decision(allowed, limit_per_minute, tokens, cost)
 
     async def peek(self, key: str, limit_per_minute: int) -> Decision:
         """See `RateLimiter.peek`."""

@@ -59,25 +59,25 @@ class RedisRateLimiter(Lifecycle):
         """Disconnect; idempotent."""
         await self.link.close()
 
-    async def take(self, key: str, limit_per_minute: int) -> Decision:
-        """Spend one request of `key`'s allowance, if there is one (one round trip, shared
+    async def take(self, key: str, limit_per_minute: int, cost: int = 1) -> Decision:
+        """Spend `cost` of `key`'s allowance, if that much is left (one round trip, shared
         with the other calls of the same event-loop tick)."""
-        return await self._bucket(key, limit_per_minute, spend=True)
+        return await self._bucket(key, limit_per_minute, cost)
 
     async def peek(self, key: str, limit_per_minute: int) -> Decision:
         """What `take` would report, without spending anything."""
-        return await self._bucket(key, limit_per_minute, spend=False)
+        return await self._bucket(key, limit_per_minute, 0)
 
-    async def _bucket(self, key: str, limit: int, spend: bool) -> Decision:
+    async def _bucket(self, key: str, limit: int, cost: int) -> Decision:
         if limit <= 0:
             raise ValueError(f"a rate limit must be positive, got {limit}")
         now = None if self.clock is None else self.clock()
-        call: Call = (BUCKET, [f"{self.prefix}:rl:{key}"], [limit, number(now), int(spend)])
+        call: Call = (BUCKET, [f"{self.prefix}:rl:{key}"], [limit, number(now), cost])
         result = await self._batch.submit(call)
         if isinstance(result, Unavailable):  # Redis could not be reached: say just that
             raise result
         allowed, tokens = ok(result)
-        return decision(bool(allowed), limit, float(tokens))
+        return decision(bool(allowed), limit, float(tokens), max(cost, 1))
 
     def _send(self, pending: Pending[Call, Any]) -> None:
         task = asyncio.ensure_future(self._run(pending))

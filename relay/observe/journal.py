@@ -27,13 +27,15 @@ class Sighting:
     at: float
     space: str
     source: str  # "browser", "api", "forwarder" or "debugger" (a replay)
-    stage: str  # refused, duplicate, bot, queued | delivered, retrying, paused, dead | replayed
+    # received: refused, duplicate, bot, queued, held, merged, superseded;
+    # sent: delivered, retrying, paused, dead; replayed
+    stage: str
     key: str | None = None
     reason: str = ""  # why it was refused, or the upstream's message
     status: int | None = None  # the upstream's HTTP status
     outbox_id: int | None = None
     event_name: str = ""
-    next_at: float | None = None  # for "retrying": when it is tried again
+    next_at: float | None = None  # "retrying": when it is tried again; "held": until when
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

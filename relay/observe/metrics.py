@@ -3,8 +3,8 @@
 Counters and histograms (every name starts with `comet_`):
 
 - `comet_events_received_total{space, source, outcome, reason}`: each event the relay was
-  sent; `source` is "browser" or "api"; `outcome` is "accepted", "duplicate", "bot" or
-  "rejected"; for "rejected", `reason` is the first refused field of the event, or "auth",
+  sent; `source` is "browser" or "api"; `outcome` is "accepted", "merged" (met its twin from
+  the other source), "duplicate", "bot" or "rejected"; for "rejected", `reason` is the first refused field of the event, or "auth",
   "origin" (the browser's Origin is not allowed), "rate_limit", "too_large", "body" (not
   readable as events) or "unavailable" (the store failed). A refused request whose Space is
   unknown counts under `space="-"`; a refused browser batch counts once.
@@ -20,7 +20,7 @@ agree across processes): `comet_outbox_events{space, state}` (queued, retrying, 
 dead), and from `QueueAges.queue_figures` (both backends) `comet_queue_depth{space, priority}`
 (queued events, retrying and in-flight ones included; 0 for a priority with none) and
 `comet_oldest_queued_age_seconds{space, priority}` (absent when nothing is queued), with
-priority "conversion" or "page_view". `scrape` reads them and renders everything.
+priority "api_conversion", "browser_conversion" or "page_view". `scrape` reads them and renders everything.
 
 Who counts: `serve` counts what it receives and, when it forwards, what it delivers; a
 `comet-relay forward` process counts what it delivers (`relay.observe.Observer` for both).
@@ -42,7 +42,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from relay.store.base import (
-    PRIORITY_CONVERSION,
+    PRIORITY_API_CONVERSION,
+    PRIORITY_BROWSER_CONVERSION,
     PRIORITY_PAGE_VIEW,
     Outbox,
     OutboxStats,
@@ -53,7 +54,11 @@ from relay.store.base import (
 log = logging.getLogger("relay")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NO_SPACE = "-"
-PRIORITY_NAMES = {PRIORITY_CONVERSION: "conversion", PRIORITY_PAGE_VIEW: "page_view"}
+PRIORITY_NAMES = {
+    PRIORITY_API_CONVERSION: "api_conversion",
+    PRIORITY_BROWSER_CONVERSION: "browser_conversion",
+    PRIORITY_PAGE_VIEW: "page_view",
+}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

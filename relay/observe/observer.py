@@ -13,12 +13,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from relay.delivery.upstream import Outcome
 from relay.observe.eventlog import log
 from relay.observe.journal import Journal
 from relay.observe.metrics import Metrics
+from relay.rules.events import Source
 from relay.store.base import Claimed
+
+
+@dataclass(frozen=True)
+class Received:
+    """What became of one event the relay was sent, for the metrics, the event log and the
+    debugger. `outcome` is "accepted", "merged" (with its twin from the other source),
+    "duplicate", "bot" or "rejected" (`reason` says why); `other` is the key of the event it
+    merged with or duplicates; `held_until`, when an accepted conversion waits for its twin."""
+
+    source: Source
+    space: str
+    outcome: str
+    reason: str = ""
+    key: str | None = None
+    other: str | None = None
+    held_until: float | None = None
+
 
 _STAGES = {"accepted": "queued", "rejected": "refused"}
 
@@ -36,21 +55,36 @@ class Observer:
         self.journal = journal  # the debugger's, when it is enabled
         self.clock = clock
 
-    def received(self, source: str, space: str, outcome: str, reason: str, key: str | None) -> None:
-        """A report of the intake (see `relay.intake.Report`)."""
-        self.metrics.event(source, space, outcome, reason)
+    def received(self, r: Received) -> None:
+        """A report of the intake (see `relay.intake.Received`). In the debugger's ledger a
+        held conversion shows its hold, a merge both keys, and the browser event an API
+        event took over as "superseded"."""
+        self.metrics.event(r.source, r.space, r.outcome, r.reason)
         if self.journal is not None:
-            stage = _STAGES.get(outcome, outcome)
-            self.journal.add(self.clock(), space, source, stage, key, reason=reason)
-        if outcome == "accepted":
+            now = self.clock()
+            stage = _STAGES.get(r.outcome, r.outcome)
+            if r.held_until is not None and r.held_until > now:
+                stage = "held"
+            detail = f"with {r.other}" if r.outcome == "merged" else r.reason
+            self.journal.add(now, r.space, r.source, stage, r.key, reason=detail,
+                             next_at=r.held_until)
+            if r.outcome == "merged" and r.source == "api":
+                self.journal.add(now, r.space, "browser", "superseded", r.other,
+                                 reason=f"by API event {r.key}, with its fields")
+        if r.outcome == "accepted":
             return
-        extra = {"space": space, "source": source, "outcome": outcome, "event_id": key}
-        if outcome == "rejected":
-            extra["reason"] = reason
-            log.info("refused %s event %s of Space %s: %s", source, key or "-", space, reason,
-                     extra=extra)
+        extra = {"space": r.space, "source": r.source, "outcome": r.outcome, "event_id": r.key}
+        if r.outcome == "rejected":
+            extra["reason"] = r.reason
+            log.info("refused %s event %s of Space %s: %s", r.source, r.key or "-", r.space,
+                     r.reason, extra=extra)
+        elif r.other is not None:
+            extra["other_event_id"] = r.other
+            log.info("%s %s event %s of Space %s (%s)", r.outcome, r.source, r.key or "-",
+                     r.space, r.other, extra=extra)
         else:
-            log.info("%s %s event %s of Space %s", outcome, source, key or "-", space, extra=extra)
+            log.info("%s %s event %s of Space %s", r.outcome, r.source, r.key or "-", r.space,
+                     extra=extra)
 
     def settled(
         self, event: Claimed, state: str, outcome: Outcome, seconds: float, next_at: float | None

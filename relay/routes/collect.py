@@ -6,10 +6,11 @@ rate limit (429), the body size and the batch size (413), then each event on its
 answer to an allowed origin carries CORS headers with credentials and a refreshed visitor
 cookie. A well-formed batch is answered 202
 
-    {"accepted": N, "duplicates": M, "refused": [{"index": i, "event_id": ..., "errors": {...}}]}
+    {"accepted": N, "merged": M, "duplicates": D,
+     "refused": [{"index": i, "event_id": ..., "errors": {...}}]}
 
-even when no event was accepted; a crawler's batch is counted, dropped and answered 202 with
-`"bot": true`. The Content-Type is not checked: the snippet sends text/plain (no preflight),
+even when no event was accepted ("merged": events that met their API twin, which now carries
+their visit); a crawler's batch is counted, dropped and answered 202 with `"bot": true`. The Content-Type is not checked: the snippet sends text/plain (no preflight),
 other senders may send application/json.
 """
 
@@ -28,9 +29,11 @@ from relay.enrich.client import Client, client_address
 from relay.errors import Forbidden, Refused
 from relay.intake import UNKNOWN_SPACE, Intake, Source
 from relay.limits.base import address_bucket
+from relay.observe.observer import Received
 from relay.rules.batch import parse_batch
 from relay.server.body import CLOSE, read_body
 from relay.settings import Settings, Space
+from relay.store.base import Outcome
 
 CORS_MAX_AGE = "7200"  # Chromium's ceiling for caching a preflight
 
@@ -98,7 +101,7 @@ class Collect:
             if request.headers.get("content-length") != "0":
                 err.headers.update(CLOSE)  # the body is not read: see relay.server.body.CLOSE
             space_id, reason = self._refused_space(request)
-            self.intake.report(Source.BROWSER, space_id, "rejected", reason, None)
+            self.intake.report(Received(Source.BROWSER, space_id, "rejected", reason))
             raise
         settings = self.settings
         visit = self.tokens.visit(request.cookies.get(settings.cookie_name))
@@ -113,11 +116,11 @@ class Collect:
         read = False
         try:
             limit = settings.browser_rate_limit_per_minute
-            decision = await self.intake.take(
-                address_bucket(client_address(ip)),
-                limit,
-                f"Too many requests from this address: at most {limit} per minute",
-            )
+            # The allowance counts events: one now (nothing is read for an address that has
+            # none left), the rest of the batch once it is parsed.
+            bucket = address_bucket(client_address(ip))
+            over = f"Too many events from this address: at most {limit} per minute"
+            decision = await self.intake.take(bucket, limit, over)
             headers.update(decision.headers())
             raw = await read_body(
                 request, settings.max_body_bytes, "send fewer events at once.",
@@ -125,6 +128,9 @@ class Collect:
             )
             read = True
             events = parse_batch(raw, settings.max_batch_events)
+            if len(events) > 1:
+                decision = await self.intake.take(bucket, limit, over, cost=len(events) - 1)
+                headers.update(decision.headers())
             user_agent = request.headers.get("user-agent")
             if bots.is_bot(user_agent):
                 self.bot_events += len(events)
@@ -144,8 +150,9 @@ class Collect:
             self.intake.refused(Source.BROWSER, space.id, err)
             raise
         answer = {
-            "accepted": accepted.accepted,
-            "duplicates": accepted.duplicates,
+            "accepted": accepted.count(Outcome.QUEUED),
+            "merged": accepted.count(Outcome.MERGED),
+            "duplicates": accepted.count(Outcome.DUPLICATE),
             "refused": [
                 {"index": r.index, "event_id": r.event_id, "errors": r.errors}
                 for r in accepted.refused

@@ -28,9 +28,14 @@ from relay.routes.errors import internal_error, render
 from relay.rules.openapi import HEADER_SAFE_PATTERN
 from relay.server.body import CLOSE, receive_body
 from relay.settings import Settings, Space
+from relay.store.base import Enqueued, Outcome
 
-ACCEPTED = {"status": 202, "message": "Event accepted and queued for processing."}
-_ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every 202: rendered once
+ACCEPTED = {
+    "status": 202,
+    "message": "Event accepted and queued for processing.",
+    "outcome": "accepted",
+}
+_ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every new event: rendered once
 _JSON = (b"content-type", b"application/json")
 _HEADER_SAFE = re.compile(HEADER_SAFE_PATTERN)
 _ANONYMOUS = Decision(True, 1000, 1000, 0)  # the rate-limit headers before a Space is known
@@ -102,15 +107,39 @@ class CreateEvent:
                 headers.update(CLOSE)
             return err.status, headers, render(err)
         headers = decision.headers()
-        (entry,), (queued,) = accepted.entries, accepted.queued
-        if not queued:
+        (entry,), (result,) = accepted.entries, accepted.results
+        if result.outcome is Outcome.DUPLICATE:
             headers["Idempotent-Replayed"] = "true"
         # A key assigned to a duplicate was never stored; a key that is no safe header value
         # (non-ASCII, control characters: header injection) is only in the stored event.
         sent_key = body.get("idempotency_key") is not None
-        if (queued or sent_key) and _HEADER_SAFE.fullmatch(entry.idempotency_key):
+        stored = result.outcome is not Outcome.DUPLICATE
+        if (stored or sent_key) and _HEADER_SAFE.fullmatch(entry.idempotency_key):
             headers["Idempotency-Key"] = entry.idempotency_key
-        return 202, headers, _ACCEPTED_BODY
+        return 202, headers, _answer(result)
+
+
+def _answer(result: Enqueued) -> bytes:
+    """The body of a 202: what became of the event, in words and as `outcome`."""
+    if result.outcome is Outcome.QUEUED:
+        return _ACCEPTED_BODY
+    if result.outcome is Outcome.MERGED:
+        body: dict[str, object] = {
+            "status": 202,
+            "message": "Event accepted and merged with its browser twin: one event will be "
+            "sent, with this event's fields and the browser's visit.",
+            "outcome": "merged",
+            "merged_with": result.other,
+        }
+    else:
+        body = {
+            "status": 202,
+            "message": "A duplicate of an earlier event of this Space (the same event name "
+            "with the same idempotency_key, or order_id): not queued again.",
+            "outcome": "duplicate",
+            "duplicate_of": result.other,
+        }
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 class TrackFirst:

@@ -36,6 +36,16 @@ CUSTOM_EVENTS: frozenset[str] = frozenset(
     f"custom_event_{n}" for n in range(1, CUSTOM_EVENT_COUNT + 1)
 )
 PROFILE_FIELD_COUNT = 30
+# The attribution fields: where the visit came from.
+COMET_FIELDS: tuple[str, ...] = (
+    "comet_source",
+    "comet_network",
+    "comet_campaign",
+    "comet_ad_group",
+    "comet_ad_id",
+    "comet_keyword",
+    "comet_type",
+)
 
 MAX_EMAIL_LENGTH = 254
 MAX_IDEMPOTENCY_KEY_LENGTH = 255

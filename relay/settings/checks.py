@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 from relay.auth import api_keys as keys
 from relay.auth.api_keys import EVENTS_WRITE
-from relay.settings.model import ApiKey
+from relay.rules.events import TwinMatch
+from relay.settings.model import MAX_TWIN_WINDOW_SECONDS, ApiKey
 
 Problem = tuple[str, str]  # (where, relative to the table being read; message)
 Check = Callable[[Any], Any]
@@ -111,6 +112,25 @@ def _positive_number(value: Any) -> float:
     if not number_ok or not math.isfinite(value) or value <= 0:
         raise Bad(f"must be a positive number, got {show(value)}")
     return float(value)
+
+
+def _twin_window(value: Any) -> float:
+    number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number_ok or not 0 <= value <= MAX_TWIN_WINDOW_SECONDS:
+        raise Bad(
+            f"must be a number of seconds from 0 (no hold) to {MAX_TWIN_WINDOW_SECONDS:g}, "
+            f"got {show(value)}"
+        )
+    return float(value)
+
+
+_TWIN_MATCHES = tuple(match.value for match in TwinMatch)
+
+
+def _twin_match(value: Any) -> str:
+    if value not in _TWIN_MATCHES:
+        raise Bad(f"must be one of {', '.join(map(json.dumps, _TWIN_MATCHES))}, got {show(value)}")
+    return str(value)
 
 
 def _string(value: Any) -> str:
@@ -315,5 +335,7 @@ SPACE_CHECKS: dict[str, Check] = {
     "upstream_token_env": _env_name,
     "upstream_rate_per_minute": _positive_int,
     "dedup_window_hours": _positive_number,
+    "twin_window_seconds": _twin_window,
+    "twin_match": _twin_match,
     "api_keys": _api_keys,
 }

@@ -30,6 +30,10 @@ RESERVED_PATHS: Mapping[str, str] = MappingProxyType(
 )
 DEFAULT_DATA_DIR = "comet-data"
 MIN_SECRET_KEY_LENGTH = 16
+# A shop's backend often posts a purchase a second before the thank-you page fires the pixel,
+# and a payment webhook often arrives a few seconds after it: a minute catches both.
+DEFAULT_TWIN_WINDOW_SECONDS = 60.0
+MAX_TWIN_WINDOW_SECONDS = 3600.0
 SPACE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -56,6 +60,10 @@ class Space:
     upstream_token: str | None = field(default=None, repr=False)
     upstream_rate_per_minute: int = 1000
     dedup_window_hours: float = 48.0
+    # How long a conversion waits for its twin from the other source (0: not at all), and
+    # which keys pair twins: "key_and_order", "key" or "off" (relay.rules.events.TwinMatch).
+    twin_window_seconds: float = DEFAULT_TWIN_WINDOW_SECONDS
+    twin_match: str = "key_and_order"
     api_keys: tuple[ApiKey, ...] = ()
 
 

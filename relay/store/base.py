@@ -13,22 +13,65 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from relay.lifecycle import Runs
-from relay.rules.events import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
+from relay.rules.events import (
+    PRIORITIES,
+    PRIORITY_API_CONVERSION,
+    PRIORITY_BROWSER_CONVERSION,
+    PRIORITY_PAGE_VIEW,
+    NewEvent,
+    Source,
+)
+from relay.rules.twins import merged_payload
 from relay.tick import Pending
 
-__all__ = ["PRIORITY_CONVERSION", "PRIORITY_PAGE_VIEW", "NewEvent"]  # defined by the rules
+__all__ = [  # defined by the rules, used by every backend
+    "PRIORITIES",
+    "PRIORITY_API_CONVERSION",
+    "PRIORITY_BROWSER_CONVERSION",
+    "PRIORITY_PAGE_VIEW",
+    "NewEvent",
+    "Source",
+]
 
-Enqueues = Pending[tuple[Sequence[NewEvent], float], list[bool]]
+class Outcome(StrEnum):
+    """What `Outbox.enqueue` made of one event."""
+
+    QUEUED = "queued"  # stored as a new event
+    DUPLICATE = "duplicate"  # dropped: an earlier event stands for it
+    MERGED = "merged"  # met its twin from the other source: the two are now one event
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """The `Outcome` of one event, and the idempotency key of the other event in a merge or
+    the earlier event of a duplicate (None for a new event)."""
+
+    outcome: Outcome
+    other: str | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.outcome is Outcome.QUEUED
+
+
+QUEUED = Enqueued(Outcome.QUEUED)
+
+Enqueues = Pending[tuple[Sequence[NewEvent], float], list[Enqueued]]
 """The enqueue calls of one event-loop tick, which a backend writes together: each is
 ((events, now), the future of its answer); see `relay.tick.TickBatch`."""
 
 
 @dataclass(frozen=True)
 class Claimed:
-    """An event leased to one forwarder until `lease_until`."""
+    """An event leased to one forwarder until `lease_until`.
+
+    `payload` is what was accepted (an API event's, when twins merged) and `twin` the browser
+    twin's payload it met, if any; `body()` is what to send.
+    """
 
     id: int
     space: str
@@ -38,6 +81,12 @@ class Claimed:
     attempts: int
     received_at: float
     lease_until: float
+    source: Source = Source.API
+    twin: bytes | None = None
+
+    def body(self) -> bytes:
+        """The JSON body to send upstream: the payload, with its twin's gaps filled in."""
+        return merged_payload(self.payload, self.twin)
 
 
 @dataclass(frozen=True)
@@ -121,17 +170,31 @@ class Outbox(Runs, Protocol):
         """Finish the writes already submitted, then disconnect, within a bounded time."""
         ...
 
-    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[bool]:
-        """Make `events` durable; for each, True if queued, False if it was a duplicate.
+    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[Enqueued]:
+        """Make `events` durable; for each, what became of it.
 
-        Returns only after the commit is on disk. Dedup keys that are still live (expire
-        after `now`) make the event a duplicate, including keys of earlier events in the
-        same call. A queued event is due at once (`next_attempt_at = now`).
+        Returns only after the commit is on disk. An event's dedup keys that are live (expire
+        after `now`) and name an earlier event, including one earlier in the same call, decide:
+
+        - none: QUEUED, due at its `due_at` (or `now`); its keys now name it.
+        - an event of the same source: DUPLICATE.
+        - an event of the other source, through one of its `twin_keys`, that is queued, not
+          leased and has not met a twin yet: MERGED. The two become one event, kept as the
+          API event (its key, payload and priority, source API) with the browser event's
+          payload as its `twin`; it is due at once unless it was attempted already. The
+          keys of both name it.
+        - any other event of the other source: the API's event wins. An API event is QUEUED
+          as a new event (its keys now name it); a browser event is a DUPLICATE.
+
+        Where keys name several events, an event of the same source is found first, then a
+        twin by the first of `twin_keys`. `other` is the idempotency key of the event met.
         """
         ...
 
     async def claim(self, space: str, n: int, lease_seconds: float, now: float) -> list[Claimed]:
-        """Lease up to `n` due events of `space`: conversions first, then oldest first.
+        """Lease up to `n` due events of `space`: by priority (API conversions, browser
+        conversions, page views), then oldest first. A held event is not due before its
+        `due_at`.
 
         Due means queued, `next_attempt_at <= now`, and not leased (or the lease ran out:
         at-least-once). Each claimed event is leased until `now + lease_seconds`.

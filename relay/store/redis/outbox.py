@@ -19,7 +19,7 @@ from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
 from relay.redis_link import RedisLink, ok
 from relay.redis_link import number as _arg
-from relay.rules.events import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
+from relay.rules.events import PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
 from relay.store.base import ChangePage, Claimed, DeadEvent, Enqueues, OutboxStats, QueueFigures
 from relay.store.redis.batch import Batch, ImportedEvent, answer
 from relay.store.redis.changes import cursor, log_ends, merge, parse_cursor
@@ -144,7 +144,7 @@ class RedisOutbox(Lifecycle):
         Space, one round trip in all (after a Space's first, which registers it).
         """
         for e in events:
-            if e.priority not in (PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW):
+            if e.priority not in (PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW):
                 raise ValueError(f"unknown priority {e.priority!r} of event {e.idempotency_key}")
         self.link.client()  # not started: Unavailable now, not in the flush
         return await self._batch.submit((events, now))
@@ -289,7 +289,7 @@ class RedisOutbox(Lifecycle):
         for space, result in zip(spaces, await self.link.run(calls)):
             flat = ok(result)
             for priority, depth, oldest in (
-                (PRIORITY_CONVERSION, flat[0], flat[1]), (PRIORITY_PAGE_VIEW, flat[2], flat[3])
+                (PRIORITY_API_CONVERSION, flat[0], flat[1]), (PRIORITY_PAGE_VIEW, flat[2], flat[3])
             ):
                 if int(depth) > 0:
                     figures.depth[(space, priority)] = int(depth)

@@ -1,15 +1,20 @@
 """`QueueAges.queue_figures` on the SQLite outbox (for the queue metrics).
 
-The queued count comes from the trigger-kept counts, the conversions are counted on the claim
-index (so the cost grows with the queued conversions only) and page views are the rest; the
-oldest of each priority is one index seek.
+The queued count comes from the trigger-kept counts, the conversions of each source are
+counted on the claim index (so the cost grows with the queued conversions only) and page
+views are the rest; the oldest of each priority is one index seek.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-from relay.store.base import PRIORITY_CONVERSION, PRIORITY_PAGE_VIEW, QueueFigures
+from relay.store.base import (
+    PRIORITY_API_CONVERSION,
+    PRIORITY_BROWSER_CONVERSION,
+    PRIORITY_PAGE_VIEW,
+    QueueFigures,
+)
 
 # Both stay inside the claim index's (space, priority) range
 QUEUED_OF_PRIORITY = """
@@ -28,8 +33,11 @@ def read_figures(conn: sqlite3.Connection) -> QueueFigures:
     for space, queued in conn.execute(
         "SELECT space, n FROM outbox_counts WHERE bucket = 'queued' AND n > 0"
     ).fetchall():
-        (conversions,) = conn.execute(QUEUED_OF_PRIORITY, (space, PRIORITY_CONVERSION)).fetchone()
-        depths = {PRIORITY_CONVERSION: conversions, PRIORITY_PAGE_VIEW: queued - conversions}
+        depths = {
+            p: conn.execute(QUEUED_OF_PRIORITY, (space, p)).fetchone()[0]
+            for p in (PRIORITY_API_CONVERSION, PRIORITY_BROWSER_CONVERSION)
+        }
+        depths[PRIORITY_PAGE_VIEW] = queued - sum(depths.values())
         for priority, depth in depths.items():
             if depth <= 0:
                 continue

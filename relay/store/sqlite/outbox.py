@@ -15,8 +15,16 @@ from typing import Any, TypeVar
 
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
-from relay.rules.events import NewEvent
-from relay.store.base import ChangePage, Claimed, DeadEvent, Enqueues, OutboxStats, QueueFigures
+from relay.rules.events import NewEvent, Source
+from relay.store.base import (
+    ChangePage,
+    Claimed,
+    DeadEvent,
+    Enqueued,
+    Enqueues,
+    OutboxStats,
+    QueueFigures,
+)
 from relay.store.sqlite.changes import STEPS_KEPT_SECONDS, parse_cursor, present, read_page
 from relay.store.sqlite.enqueue import enqueue
 from relay.store.sqlite.figures import read_figures
@@ -31,7 +39,7 @@ PRUNE_CHUNK = 1000  # rows per transaction, so pruning never holds the write loc
 BUCKETS = ("queued", "retrying", "delivered", "dead")
 
 CLAIM = """
-SELECT id, event_name, idempotency_key, payload, attempts, received_at
+SELECT id, event_name, idempotency_key, payload, attempts, received_at, source, twin
 FROM outbox INDEXED BY outbox_claim
 WHERE space = ? AND status = 'queued' AND next_attempt_at <= ?
   AND (lease_until IS NULL OR lease_until <= ?)
@@ -64,7 +72,7 @@ class SQLiteOutbox(Lifecycle):
         self._commits_before = 0  # by writers of earlier start/close cycles
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._batch: TickBatch[tuple[Sequence[NewEvent], float], list[bool]] = TickBatch(
+        self._batch: TickBatch[tuple[Sequence[NewEvent], float], list[Enqueued]] = TickBatch(
             self._flush
         )
 
@@ -121,7 +129,7 @@ class SQLiteOutbox(Lifecycle):
         except sqlite3.Error as exc:
             raise Unavailable(f"The outbox could not read: {exc}") from exc
 
-    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[bool]:
+    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[Enqueued]:
         """See `Outbox.enqueue`; a new event is due at `now`.
 
         Calls made in the same event-loop tick share one writer job (see `_flush`), so a
@@ -139,7 +147,7 @@ class SQLiteOutbox(Lifecycle):
             fail_all(pending, exc)
             return
 
-        def answer(done: asyncio.Future[list[list[bool]]]) -> None:
+        def answer(done: asyncio.Future[list[list[Enqueued]]]) -> None:
             if done.cancelled():
                 fail_all(pending, Unavailable("The outbox write was cancelled."))
             elif (exc := done.exception()) is not None:
@@ -176,8 +184,10 @@ class SQLiteOutbox(Lifecycle):
                     attempts=attempts,
                     received_at=received_at,
                     lease_until=lease_until,
+                    source=Source(source),
+                    twin=None if twin is None else bytes(twin),
                 )
-                for id_, name, key, payload, attempts, received_at in rows
+                for id_, name, key, payload, attempts, received_at, source, twin in rows
             ]
 
         return await self._write(work)

@@ -9,8 +9,12 @@ from pathlib import Path
 
 from relay.errors import Unavailable
 
-SCHEMA_VERSION = 2  # 2: outbox.changed_at and the outbox_steps log (for `outbox tail`)
+# 2: outbox.changed_at and the outbox_steps log (for `outbox tail`)
+# 3: each event's source and twin, each dedup key's event, three priorities (trust tiers)
+SCHEMA_VERSION = 3
 SCHEMA = files("relay.store.sqlite").joinpath("schema.sql").read_text(encoding="utf-8")
+# The upgrade of a file written by the schema before it, run before SCHEMA.
+UPGRADES = {2: files("relay.store.sqlite").joinpath("upgrade_2_to_3.sql").read_text("utf-8")}
 WRITER_CHECKPOINT_PAGES = 20000  # about 80 MB of WAL with 4 KiB pages
 WAL_KEPT_BYTES = 64 * 1024 * 1024  # a WAL larger than this is truncated after a checkpoint
 
@@ -43,13 +47,15 @@ def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlit
                 f"{path}: outbox schema {version} is newer than this relay's "
                 f"({SCHEMA_VERSION}); upgrade the relay."
             )
-        if 0 < version < SCHEMA_VERSION:  # only pre-release files; there is no upgrade
+        if 0 < version < SCHEMA_VERSION and version not in UPGRADES:
             raise Unavailable(
                 f"{path}: outbox schema {version} was made by a development version "
                 f"of the relay; deliver what it holds with that version, then remove it."
             )
+        upgrade = UPGRADES.get(version, "")
         conn.executescript(
-            f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+            f"BEGIN IMMEDIATE;\n{upgrade}\n{SCHEMA}\n"
+            f"PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
         )
         reader = connect(path, busy_timeout)
         reader.execute("PRAGMA query_only = ON")

@@ -17,7 +17,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     died_at REAL,
     last_status INTEGER,
     last_message TEXT,
-    changed_at REAL  -- `now` of the last step after the insert; NULL until then
+    changed_at REAL,  -- `now` of the last step after the insert; NULL until then
+    source TEXT NOT NULL DEFAULT 'api',  -- 'api' or 'browser' (relay.rules.events.Source)
+    twin BLOB  -- the payload of the browser twin an API event met, merged when it is sent
 );
 -- Claim order. Index entries sort by (space, priority, id), so claim reads the first due
 -- entries without sorting; the trailing columns let it skip leased or not-yet-due entries
@@ -30,10 +32,14 @@ CREATE INDEX IF NOT EXISTS outbox_due
 CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (delivered_at) WHERE status = 'delivered';
 CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (id) WHERE status = 'dead';
 
+-- Each live dedup key names the event it ended in and that event's source (kept here too:
+-- the key outlives a delivered event pruned before the key expires).
 CREATE TABLE IF NOT EXISTS dedup (
     space TEXT NOT NULL,
     key TEXT NOT NULL,
     expires_at REAL NOT NULL,
+    event_id INTEGER,
+    source TEXT NOT NULL DEFAULT 'api',
     PRIMARY KEY (space, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at);
