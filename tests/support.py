@@ -59,6 +59,9 @@ class Space:
         default_factory=lambda: {"key-acme-write": ["events:write"]}
     )
     extra: str = ""  # more TOML lines for [spaces.ID]
+    # How long a conversion waits for its twin: 0 here (the default is a minute), so tests of
+    # delivery need not wait; the tests of twins set their own.
+    twin_window: float = 0
 
 
 def write_config(directory: Path, spaces: list[Space] | None = None, relay_extra: str = "") -> Path:
@@ -78,6 +81,8 @@ def write_config(directory: Path, spaces: list[Space] | None = None, relay_extra
             f'allowed_origins = ["https://{sp.id}.example"]',
             sp.extra,
         ]
+        if "twin_window_seconds" not in sp.extra:
+            lines.append(f"twin_window_seconds = {sp.twin_window:g}")
         for key, perms in sp.keys.items():
             perm_list = ", ".join(f'"{p}"' for p in perms)
             lines += [

@@ -28,7 +28,7 @@ class BrokenLimiter:
 
     async def close(self) -> None: ...
 
-    async def take(self, key: str, limit_per_minute: int) -> Decision:
+    async def take(self, key: str, limit_per_minute: int, cost: int = 1) -> Decision:
         raise RuntimeError("a bug in the limiter")
 
     async def peek(self, key: str, limit_per_minute: int) -> Decision:

@@ -55,7 +55,9 @@ def test_accepts_a_valid_event_and_stores_it_as_sent(relay: RelayProcess, client
     event = {"event_name": "purchase", "email": "a@b.co", "amount": 49.5, "idempotency_key": "k-1"}
     r = client.post(PATH, json=event, headers=WRITE)
     assert r.status_code == 202
-    assert r.json() == {"status": 202, "message": "Event accepted and queued for processing."}
+    assert r.json() == {
+        "status": 202, "message": "Event accepted and queued for processing.", "outcome": "accepted"
+    }
     assert r.headers["Idempotency-Key"] == "k-1"
     assert "Idempotent-Replayed" not in r.headers
     assert int(r.headers["X-RateLimit-Limit"]) == 1000
@@ -77,14 +79,15 @@ def test_nulls_count_as_absent(relay: RelayProcess, client: httpx.Client) -> Non
     assert stored(relay, "k-null") == [{"event_name": "contact", "email": "n@u.ll", "idempotency_key": "k-null"}]
 
 
-def test_duplicate_idempotency_key_is_answered_like_the_first_and_not_queued(
+def test_a_duplicate_idempotency_key_is_202_says_so_and_is_not_queued(
     relay: RelayProcess, client: httpx.Client
 ) -> None:
     event = {"event_name": "purchase", "email": "a@b.co", "idempotency_key": "dup-1"}
     first = client.post(PATH, json=event, headers=WRITE)
     second = client.post(PATH, json={**event, "amount": 3}, headers=WRITE)
     assert first.status_code == second.status_code == 202
-    assert second.json() == first.json()
+    assert first.json()["outcome"] == "accepted"
+    assert second.json()["outcome"] == "duplicate" and second.json()["duplicate_of"] == "dup-1"
     assert "Idempotent-Replayed" not in first.headers
     assert second.headers["Idempotent-Replayed"] == "true"
     assert len(stored(relay, "dup-1")) == 1

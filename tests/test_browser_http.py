@@ -143,7 +143,7 @@ def test_a_batch_is_accepted_and_answered_with_counts(relay: RelayProcess) -> No
         ],
     )
     assert r.status_code == 202
-    assert r.json() == {"accepted": 2, "duplicates": 0, "refused": []}
+    assert r.json() == {"accepted": 2, "merged": 0, "duplicates": 0, "refused": []}
     assert r.headers["content-type"] == "application/json"
     assert_cors(r)
     assert r.headers["x-ratelimit-limit"] == "600"
@@ -192,16 +192,16 @@ def test_a_batch_of_only_refused_events_is_still_202(relay: RelayProcess) -> Non
 
 def test_an_empty_batch_is_202(relay: RelayProcess) -> None:
     r = post(relay, [])
-    assert r.status_code == 202 and r.json() == {"accepted": 0, "duplicates": 0, "refused": []}
+    assert r.status_code == 202 and r.json() == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": []}
 
 
 def test_a_resent_event_id_is_a_duplicate(relay: RelayProcess) -> None:
     event = {"event_name": "purchase", "event_id": "dup-b-1", "amount": 5}
     first = post(relay, [event, event])
-    assert first.json() == {"accepted": 1, "duplicates": 1, "refused": []}
+    assert first.json() == {"accepted": 1, "merged": 0, "duplicates": 1, "refused": []}
     again = post(relay, [event])
     assert again.status_code == 202
-    assert again.json() == {"accepted": 0, "duplicates": 1, "refused": []}
+    assert again.json() == {"accepted": 0, "merged": 0, "duplicates": 1, "refused": []}
     assert len(stored(relay, "dup-b-1")) == 1
 
 
@@ -361,7 +361,7 @@ def test_bots_are_counted_and_dropped(relay: RelayProcess) -> None:
     events = [{"event_name": "view_content", "event_id": f"bot-{i}"} for i in range(3)]
     r = post(relay, events, headers={"User-Agent": googlebot})
     assert r.status_code == 202
-    assert r.json() == {"accepted": 0, "duplicates": 0, "refused": [], "bot": True}
+    assert r.json() == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "bot": True}
     assert_cors(r)
     assert all(stored(relay, f"bot-{i}") == [] for i in range(3))
     assert httpx.get(f"{relay.url}/healthz").json()["bot_events_dropped"] == before + 3

@@ -99,9 +99,9 @@ def test_every_answer_is_one_the_endpoint_documents(
     assert count is not None and count <= MAX_EVENTS
     if body.get("bot"):
         assert user_agent == GOOGLEBOT
-        assert body == {"accepted": 0, "duplicates": 0, "refused": [], "bot": True}
+        assert body == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "bot": True}
         return
-    assert set(body) == {"accepted", "duplicates", "refused"}
+    assert set(body) == {"accepted", "merged", "duplicates", "refused"}
     assert body["accepted"] + body["duplicates"] + len(body["refused"]) == count
     for refused in body["refused"]:
         assert set(refused) == {"index", "event_id", "errors"}

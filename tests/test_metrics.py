@@ -49,7 +49,7 @@ def space_depth(seen: Samples, space: str = "acme") -> float:
     """The Space's queue depth over both priorities."""
     return sum(
         value(seen, "comet_queue_depth", space=space, priority=priority)
-        for priority in ("conversion", "page_view")
+        for priority in ("api_conversion", "browser_conversion", "page_view")
     )
 
 
@@ -108,11 +108,11 @@ def test_ingest_outcomes_are_counted_by_space_source_outcome_and_reason(tmp_path
     assert received(seen, "browser", "rejected", "auth", space="-") == 1
     assert received(seen, "browser", "bot") == 3
     # queue depth read from the outbox at scrape time: one API event, one page view
-    assert value(seen, "comet_queue_depth", space="acme", priority="conversion") == 1
+    assert value(seen, "comet_queue_depth", space="acme", priority="api_conversion") == 1
     assert value(seen, "comet_queue_depth", space="acme", priority="page_view") == 1
     assert value(seen, "comet_outbox_events", space="acme", state="queued") == 2
     age = "comet_oldest_queued_age_seconds"
-    assert value(seen, age, space="acme", priority="conversion") == 90.0
+    assert value(seen, age, space="acme", priority="api_conversion") == 90.0
     assert value(seen, age, space="acme", priority="page_view") == 90.0
     # request latency per route template; unmatched paths are one label, not one per path
     assert value(seen, "comet_request_duration_seconds_count", route=PATH, method="POST") == 5

@@ -92,7 +92,7 @@ def test_a_forward_process_serves_its_deliveries_on_its_own_metrics_port(
     assert value(seen, "comet_upstream_duration_seconds_count", space="acme") == 4
     # the outbox gauges, read by the forward process itself
     assert value(seen, "comet_outbox_events", space="acme", state="delivered") == 3
-    for priority in ("conversion", "page_view"):
+    for priority in ("api_conversion", "browser_conversion", "page_view"):
         assert ("comet_queue_depth", frozenset({"space": "acme", "priority": priority}.items())) in seen
     assert health.status_code == 200
     # the same /healthz as serve's: the queue, and the upstream of each Space it forwards

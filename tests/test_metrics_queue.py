@@ -89,18 +89,18 @@ def test_depth_and_oldest_follow_each_event_by_space_and_priority(database: str)
     assert drained == QueueFigures()
 
     seen = gauges(replayed, ["acme", "beta"], now=T0 + 60)
-    assert value(seen, DEPTH, space="acme", priority="conversion") == 1
+    assert value(seen, DEPTH, space="acme", priority="api_conversion") == 1
     assert value(seen, DEPTH, space="acme", priority="page_view") == 2
     assert value(seen, DEPTH, space="beta", priority="page_view") == 1
-    assert (DEPTH, frozenset({"space": "beta", "priority": "conversion"}.items())) in seen
-    assert value(seen, AGE, space="acme", priority="conversion") == 60
+    assert (DEPTH, frozenset({"space": "beta", "priority": "api_conversion"}.items())) in seen
+    assert value(seen, AGE, space="acme", priority="api_conversion") == 60
     assert value(seen, AGE, space="acme", priority="page_view") == 58
     assert value(seen, AGE, space="beta", priority="page_view") == 55
     assert not [labels for name, labels in seen if name == AGE and ("space", "beta") in labels
-                and ("priority", "conversion") in labels]  # nothing queued: no age
+                and ("priority", "api_conversion") in labels]  # nothing queued: no age
 
     empty = gauges(drained, ["acme", "beta"], now=T0 + 300)
-    assert [v for (name, _), v in empty.items() if name == DEPTH] == [0.0] * 4
+    assert [v for (name, _), v in empty.items() if name == DEPTH] == [0.0] * 6  # 2 Spaces x 3
     assert not [name for name, _ in empty if name == AGE]
 
 

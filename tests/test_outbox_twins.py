@@ -19,7 +19,10 @@ from relay.rules.events import (
 )
 from relay.store import Outbox
 from relay.store.base import Claimed, Enqueued, Outcome
-from tests.test_outbox import HOUR, T0, database, run  # noqa: F401 - `database` is a fixture
+from tests import test_outbox
+from tests.test_outbox import HOUR, T0, run
+
+database = test_outbox.database  # the fixture: a fresh store on each backend
 
 HOLD = 60.0
 API, BROWSER = Source.API, Source.BROWSER

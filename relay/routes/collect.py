@@ -135,7 +135,7 @@ class Collect:
             if bots.is_bot(user_agent):
                 self.bot_events += len(events)
                 self.intake.bots(Source.BROWSER, space.id, events)
-                body = {"accepted": 0, "duplicates": 0, "refused": [], "bot": True}
+                body = {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "bot": True}
                 return JSONResponse(body, 202, headers)
             client = Client(ip, user_agent, visit.visitor_id)
             check = functools.partial(
