@@ -232,3 +232,29 @@ def test_twin_window_zero_holds_nothing_and_the_default_holds_conversions(
     assert held == {"p": pytest.approx(60), "v": 0}  # a page view is never held
     free = stored(free_dir, "SELECT next_attempt_at - received_at FROM outbox")
     assert free == [(0,)]
+
+
+def test_the_debugger_ledger_shows_source_hold_merge_and_supersede(
+    tmp_path: Path, upstream: UpstreamProcess
+) -> None:
+    admin = "admin-token-0123456789abcdef"
+    config = relay_config(tmp_path, upstream, extra="", window=30)
+    text = config.read_text().replace("[relay]\n", '[relay]\nadmin_token_env = "COMET_ADMIN"\n')
+    config.write_text(text)
+    with RelayProcess(config, env={**TOKEN_ENV, "COMET_ADMIN": admin}) as relay:
+        browser(relay, {"event_id": "twin-1", "fingerprint": "fp"})
+        api(relay, idempotency_key="twin-1", amount=10, email="j@shop.example")
+        api(relay, idempotency_key="solo", amount=5, email="j@shop.example")
+        delivered(upstream, 1, "the merged purchase")
+
+        def ledger(key: str) -> list[tuple[str, str]]:
+            found = httpx.get(f"{relay.url}/debug/search", params={"q": key},
+                              headers={"Authorization": f"Bearer {admin}"}, timeout=10).json()
+            return [(s["source"], s["stage"]) for s in found["sightings"]]
+
+        assert ledger("twin-1")[:3] == [
+            ("browser", "held"), ("api", "merged"), ("browser", "superseded")
+        ]
+        wait_for(lambda: ("forwarder", "delivered") in ledger("twin-1"), 20,
+                 "the delivery in the ledger")
+        assert ledger("solo") == [("api", "held")]  # waits for its twin

@@ -59,7 +59,7 @@ class Journal:
         self.seq += 1
         sighting = Sighting(self.seq, at, space, source, stage, key, **detail)  # type: ignore[arg-type]
         self.ring.append(sighting)
-        if source in ("browser", "api"):
+        if source in ("browser", "api") and stage != "superseded":  # each received once
             self._minute(at)[0] += 1
         elif stage == "delivered":
             self._minute(at)[1] += 1
