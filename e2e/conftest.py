@@ -107,7 +107,11 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, site: Site) -> Iterator[Stack]:
+def stack(tmp_path: Path, site: Site, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The site, a relay and the fake upstream. Conversions are not held for their twin
+    unless the test is marked `@pytest.mark.twin_window(seconds)`."""
+    marker = request.node.get_closest_marker("twin_window")
+    window = marker.args[0] if marker is not None else 0
     with UpstreamProcess(tmp_path) as upstream:
         config = write_config(
             tmp_path,
@@ -117,6 +121,7 @@ def stack(tmp_path: Path, site: Site) -> Iterator[Stack]:
             ),
             spaces=[
                 Space(
+                    twin_window=window,
                     extra=(
                         f'upstream_url = "{upstream.track_url}"\n'
                         'upstream_token_env = "ACME_TOKEN"\n'

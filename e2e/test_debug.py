@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect
 
 from e2e.conftest import ADMIN_TOKEN, Browsing, Stack
-from e2e.test_pixel import pixel_ready, purchases
+from e2e.test_pixel import pixel_ready
 
 PATH = "/public-api/v1/events/track"
 KEY = {"Authorization": "Bearer key-acme-write"}
@@ -65,21 +66,27 @@ def test_an_api_event_appears_within_2_s_with_its_delivery_outcome(
     expect(row).to_contain_text("queued")
 
 
+@pytest.mark.twin_window(30)
 def test_search_by_id_finds_the_pixel_event_and_its_server_twin(
     stack: Stack, browsing: Callable[..., Browsing]
 ) -> None:
     b = browsing()
     b.page.goto(stack.url("pixel.html", eid="order-77"))
     pixel_ready(b.page)
-    purchases(stack, "order-77")  # the browser's purchase went through
-    send(stack, "order-77")  # the server sends its twin with the pixel's event id
     page = open_debugger(stack, browsing())
+    row = page.locator('#live li[data-key="order-77"]')
+    expect(row).to_contain_text("held for its twin", timeout=10000)  # the browser's purchase
+    send(stack, "order-77")  # the server sends its twin with the pixel's event id
+    expect(row).to_contain_text("delivered (202", timeout=10000)  # at once: the twins met
     page.get_by_label("Event id, idempotency key or outbox id").fill("order-77")
     page.keyboard.press("Enter")  # the keyboard is enough
     found = page.locator("#found li")
-    expect(found.filter(has_text="received from browser → queued")).to_have_count(1)
-    expect(found.filter(has_text="received from API → duplicate")).to_have_count(1)
+    expect(found.filter(has_text="received from browser → held for its twin")).to_have_count(1)
+    expect(found.filter(has_text="received from API → merged (with order-77)")).to_have_count(1)
+    expect(found.filter(has_text="superseded (by API event order-77")).to_have_count(1)
     expect(found.filter(has_text="delivered (202")).to_have_count(1)
+    (sent,) = stack.with_key("order-77")  # one event upstream: the server's, with the visit
+    assert sent["amount"] == 12.5 and "comet_token" in sent
 
 
 def test_replay_a_dead_event_from_the_page(
