@@ -24,6 +24,7 @@ from relay.cli.common import (
     with_outbox,
 )
 from relay.errors import Unavailable
+from relay.observe.shown import shown
 from relay.store import Outbox, OutboxStats
 from relay.store.base import Change, ChangeFeed, DeadEvent, follow
 
@@ -94,10 +95,10 @@ def format_dead(dead: Sequence[DeadEvent]) -> str:
             str(d.id),
             d.space,
             d.event_name,
-            d.idempotency_key,
+            shown(d.idempotency_key),
             str(d.attempts),
             "-" if d.last_status is None else str(d.last_status),
-            " ".join(d.last_message.split()),
+            shown(" ".join(d.last_message.split()), 500),
         )
         for d in dead
     ]
@@ -156,13 +157,14 @@ def outbox_tail(config_path: str | None, interval: float) -> None:
 def format_change(change: Change) -> str:
     """One line of `outbox tail`: time (UTC), Space, event, key, state, then the attempts."""
     when = datetime.fromtimestamp(change.at, UTC).isoformat(timespec="milliseconds")
-    line = f"{when[:23]}Z  {change.space:<12} {change.event_name:<20} {change.idempotency_key}"
+    key = shown(change.idempotency_key)
+    line = f"{when[:23]}Z  {change.space:<12} {change.event_name:<20} {key}"
     line += f"  {change.state}"
     if change.state != "accepted":
         line += f" attempts={change.attempts}"
     if change.last_status is not None or change.last_message:
         status = "-" if change.last_status is None else change.last_status
-        line += f" last={status} {' '.join(change.last_message.split())}".rstrip()
+        line += f" last={status} {shown(' '.join(change.last_message.split()), 500)}".rstrip()
     return line
 
 

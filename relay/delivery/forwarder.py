@@ -23,6 +23,7 @@ from relay import __version__
 from relay.delivery.pacing.base import Pacer
 from relay.delivery.pacing.memory import MemoryPacer
 from relay.delivery.upstream import Outcome, Upstream, Verdict
+from relay.observe.shown import shown
 from relay.settings import Settings, Space
 from relay.store.base import Claimed, Outbox
 
@@ -259,7 +260,7 @@ class Forwarder:
             log.error(
                 "UPSTREAM REFUSED THE CREDENTIALS of Space %s (HTTP %s: %s); check upstream_url and "
                 "the token in $%s. Delivery paused for %.0f s; no event is dropped.",
-                sid, outcome.status, outcome.message, st.space.upstream_token_env, st.pause,
+                sid, outcome.status, shown(outcome.message), st.space.upstream_token_env, st.pause,
             )
         elif outcome.verdict is Verdict.RETRY:
             st.failures += 1
@@ -274,7 +275,7 @@ class Forwarder:
                 self.on_settled(event, "retrying", outcome, seconds, at)
         else:
             log.warning("upstream refused event %s of Space %s for good: HTTP %s %s",
-                        event.idempotency_key, sid, outcome.status, outcome.message)
+                        shown(event.idempotency_key), sid, outcome.status, shown(outcome.message))
             await self.outbox.dead(event.id, outcome.status, outcome.message, now)
             self.on_settled(event, "dead", outcome, seconds, None)
 

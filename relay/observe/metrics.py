@@ -3,10 +3,12 @@
 Counters and histograms (every name starts with `comet_`):
 
 - `comet_events_received_total{space, source, outcome, reason}`: each event the relay was
-  sent; `source` is "browser" or "api"; `outcome` is "accepted", "merged" (met its twin from
-  the other source), "duplicate", "bot" or "rejected"; for "rejected", `reason` is the first refused field of the event, or "auth",
-  "origin" (the browser's Origin is not allowed), "rate_limit", "too_large", "body" (not
-  readable as events) or "unavailable" (the store failed). A refused request whose Space is
+  sent; `source` is "browser" or "api"; `outcome` is "accepted", "merged" (met its twin
+  from the other source), "duplicate", "bot" or "rejected"; for "rejected", `reason` is the
+  first refused field of the event, or "auth", "origin" (the browser's Origin is not
+  allowed), "rate_limit", "too_large", "timeout", "body" (not readable as events) or
+  "unavailable" (the store failed). A field the API does not have counts as
+  "unknown_field": the set of labels is closed (`REASONS`). A refused request whose Space is
   unknown counts under `space="-"`; a refused browser batch counts once.
 - `comet_deliveries_total{space, status}`: every upstream answer (status "none" when there
   was no answer: timeout or reset).
@@ -41,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from relay.rules.fields import FIELDS
 from relay.store.base import (
     PRIORITY_API_CONVERSION,
     PRIORITY_BROWSER_CONVERSION,
@@ -59,6 +62,12 @@ PRIORITY_NAMES = {
     PRIORITY_BROWSER_CONVERSION: "browser_conversion",
     PRIORITY_PAGE_VIEW: "page_view",
 }
+# Every `reason` label: none, the API's fields, the browser's own names (`event_id`, a batch's
+# `e`, an `event` that is not an object), and the refusals of a request as a whole.
+REASONS = frozenset(
+    {"", *FIELDS, "event_id", "e", "event", "unknown_field", "body", "auth", "origin",
+     "rate_limit", "too_large", "timeout", "unavailable"}
+)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -104,7 +113,14 @@ class Metrics:
     # what the handlers and the forwarder report -------------------------------------------
 
     def event(self, source: str, space: str, outcome: str, reason: str = "", n: int = 1) -> None:
-        """Count `n` events of `space` sent from `source` with this outcome."""
+        """Count `n` events of `space` sent from `source` with this outcome.
+
+        `reason` is a label from a closed set (`REASONS`): a refused field's name is the
+        sender's to choose, and a label per name would let anyone grow /metrics and the
+        process's memory without bound, so a name that is no field of the API counts as
+        "unknown_field"."""
+        if reason not in REASONS:
+            reason = "unknown_field"
         self._child(self.received, space, source, outcome, reason).inc(n)
 
     def settled(self, space: str, state: str, status: int | None, seconds: float) -> None:

@@ -19,6 +19,7 @@ from relay.delivery.upstream import Outcome
 from relay.observe.eventlog import log
 from relay.observe.journal import Journal
 from relay.observe.metrics import Metrics
+from relay.observe.shown import shown
 from relay.rules.events import Source
 from relay.store.base import Claimed
 
@@ -73,17 +74,18 @@ class Observer:
                                  reason=f"by API event {r.key}, with its fields")
         if r.outcome == "accepted":
             return
-        extra = {"space": r.space, "source": r.source, "outcome": r.outcome, "event_id": r.key}
+        key, other, reason = shown(r.key or "-"), shown(r.other), shown(r.reason)
+        extra = {"space": r.space, "source": r.source, "outcome": r.outcome, "event_id": key}
         if r.outcome == "rejected":
-            extra["reason"] = r.reason
-            log.info("refused %s event %s of Space %s: %s", r.source, r.key or "-", r.space,
-                     r.reason, extra=extra)
+            extra["reason"] = reason
+            log.info("refused %s event %s of Space %s: %s", r.source, key, r.space, reason,
+                     extra=extra)
         elif r.other is not None:
-            extra["other_event_id"] = r.other
-            log.info("%s %s event %s of Space %s (%s)", r.outcome, r.source, r.key or "-",
-                     r.space, r.other, extra=extra)
+            extra["other_event_id"] = other
+            log.info("%s %s event %s of Space %s (%s)", r.outcome, r.source, key, r.space,
+                     other, extra=extra)
         else:
-            log.info("%s %s event %s of Space %s", r.outcome, r.source, r.key or "-", r.space,
+            log.info("%s %s event %s of Space %s", r.outcome, r.source, key, r.space,
                      extra=extra)
 
     def settled(
@@ -97,17 +99,17 @@ class Observer:
                 reason=outcome.message, status=outcome.status, outbox_id=event.id,
                 event_name=event.event_name, next_at=next_at,
             )
+        key, message = shown(event.idempotency_key), shown(outcome.message)
         extra = {
             "space": event.space,
             "outcome": state,
-            "event_id": event.idempotency_key,
+            "event_id": key,
             "outbox_id": event.id,
             "upstream_status": outcome.status,
-            "upstream_message": outcome.message,
+            "upstream_message": message,
             "attempts": event.attempts + 1,
             "next_attempt_at": next_at,
         }
         level = logging.INFO if state in ("delivered", "retrying") else logging.WARNING
-        log.log(level, "%s event %s (outbox %d) of Space %s: HTTP %s %s", state,
-                event.idempotency_key, event.id, event.space, outcome.status or "-",
-                outcome.message, extra=extra)
+        log.log(level, "%s event %s (outbox %d) of Space %s: HTTP %s %s", state, key, event.id,
+                event.space, outcome.status or "-", message, extra=extra)

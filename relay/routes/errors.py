@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from relay.errors import Refused
+from relay.observe.shown import shown
 
 log = logging.getLogger("relay")
 
@@ -44,7 +45,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    log.exception("unexpected error on %s %s", request.method, shown(request.url.path))
     return Response(internal_error(), 500, media_type="application/json")
 
 

@@ -24,6 +24,7 @@ from relay.auth.api_keys import KeyRing, authorize
 from relay.errors import Forbidden, Refused
 from relay.intake import UNKNOWN_SPACE, Intake, Source
 from relay.limits.base import Decision
+from relay.observe.shown import shown
 from relay.routes.errors import internal_error, render
 from relay.rules.openapi import HEADER_SAFE_PATTERN
 from relay.server.body import CLOSE, receive_body
@@ -66,7 +67,7 @@ class CreateEvent:
         try:
             status, headers, body = await self.answer(authorization, declared, receive)
         except Exception:  # a bug: the sender still gets JSON, and the log has the traceback
-            log.exception("unexpected error on POST %s", scope.get("path"))
+            log.exception("unexpected error on POST %s", shown(scope.get("path")))
             status, headers, body = 500, {}, internal_error()
         raw = [_JSON, (b"content-length", str(len(body)).encode())]
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
