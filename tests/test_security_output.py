@@ -17,7 +17,7 @@ import httpx
 from relay.cli.outbox import format_change, format_dead
 from relay.observe.shown import shown
 from relay.store.base import Change, DeadEvent
-from tests.support import RelayProcess, Space, write_config, wait_for
+from tests.support import RelayProcess, Space, wait_for, write_config
 
 ORIGIN = "https://acme.example"
 FORGED_LINE = "2026-12-02 13:00:00,000 WARNING relay.events: dead event x (outbox 1) HTTP 401"
