@@ -69,10 +69,90 @@ def test_debug_is_404_without_an_admin_token_and_401_without_the_token(tmp_path:
     assert get(on, "/debug", headers={"Authorization": "Bearer nope"}).status_code == 401
     page = get(on, "/debug", headers={"Authorization": f"Bearer {TOKEN}"})
     assert page.status_code == 200 and "comet-relay debugger" in page.text
-    signed_in = get(on, f"/debug?token={TOKEN}")
-    assert signed_in.status_code == 303 and signed_in.headers["location"] == "http://relay/debug"
-    cookie = signed_in.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and TOKEN not in cookie
+    assert get(on, f"/debug?token={TOKEN}").status_code == 401  # never from a URL
+
+
+def request(app: object, method: str, url: str, **kw: object) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay") as c:
+            return await c.request(method, url, **kw)  # type: ignore[arg-type]
+
+    return asyncio.run(call())
+
+
+def debugger(tmp_path: Path, clock: list[float] | None = None) -> object:
+    config = write_config(tmp_path, relay_extra='admin_token_env = "COMET_ADMIN"')
+    settings = load(str(config), {**os.environ, "COMET_ADMIN": TOKEN})
+    if clock is None:
+        return create_app(settings, forward=False)
+    return create_app(settings, forward=False, clock=lambda: clock[0])
+
+
+SAME = {"Origin": "http://relay"}
+
+
+def test_the_login_is_a_form_post_that_sets_a_random_expiring_session(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    app = debugger(tmp_path, now)
+    form = get(app, "/debug")
+    assert form.status_code == 401 and 'action="debug/login"' in form.text
+    assert 'type="password"' in form.text
+    wrong = request(app, "POST", "/debug/login", data={"token": "nope"}, headers=SAME)
+    assert wrong.status_code == 401 and "not the admin token" in wrong.text
+    forged = request(app, "POST", "/debug/login", data={"token": TOKEN},
+                     headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403  # a login form on another site cannot sign anyone in
+    first = request(app, "POST", "/debug/login", data={"token": TOKEN}, headers=SAME)
+    second = request(app, "POST", "/debug/login", data={"token": TOKEN}, headers=SAME)
+    assert first.status_code == 303 and first.headers["location"] == "/debug"  # relative
+    one, two = (r.cookies["comet_admin"] for r in (first, second))
+    assert one != two and TOKEN not in one  # random, not derived from the token alone
+    cookie = first.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=28800" in cookie
+    assert get(app, "/debug", headers={"Cookie": f"comet_admin={one}"}).status_code == 200
+    tampered = one[:-1] + ("0" if one[-1] != "0" else "1")
+    assert get(app, "/debug", headers={"Cookie": f"comet_admin={tampered}"}).status_code == 401
+    now[0] += 8 * 3600 + 1  # the session has run out
+    assert get(app, "/debug", headers={"Cookie": f"comet_admin={one}"}).status_code == 401
+
+
+def test_malformed_tokens_and_ids_are_refused_never_a_500(tmp_path: Path) -> None:
+    app = debugger(tmp_path)
+    for headers in ({"Authorization": "Bearer ²".encode()}, {"Authorization": b"Bearer \xff\xfe"}):
+        assert get(app, "/debug", headers=headers).status_code == 401
+    for cookie in ("²", "1.2.3", "99999999999999999999.x.y", "ü.ü.ü", "..", ""):
+        raw = {"Cookie": f"comet_admin={cookie}".encode()}
+        assert get(app, "/debug", headers=raw).status_code == 401
+    assert request(app, "POST", "/debug/login", data={"token": "²"}, headers=SAME).status_code == 401
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert get(app, "/debug/search", params={"q": "k" * 300}, headers=bearer).status_code == 400
+    replay = request(app, "POST", "/debug/replay/" + "9" * 30, headers=bearer)
+    assert replay.status_code == 404
+
+
+def test_a_malformed_last_event_id_resumes_from_the_recent_sightings(tmp_path: Path) -> None:
+    from relay.routes.debug import Debugger  # the handler alone: a stream never ends by itself
+
+    journal = Journal()
+    journal.add(1.0, "acme", "api", "queued", "k")
+    debug = Debugger(TOKEN, journal, object(), None, lambda: 2.0)  # type: ignore[arg-type]
+
+    async def first_chunks(last: str) -> str:
+        scope = {"type": "http", "method": "GET", "path": "/debug/events", "query_string": b"",
+                 "headers": [(b"authorization", f"Bearer {TOKEN}".encode()),
+                             (b"last-event-id", last.encode())]}
+        from starlette.requests import Request
+
+        response = await debug.events(Request(scope))
+        assert response.status_code == 200
+        chunks = response.body_iterator  # type: ignore[attr-defined]
+        text = "".join([await anext(chunks), await anext(chunks)])
+        await chunks.aclose()
+        return text
+
+    for last in ("²", "9" * 5000, "-1"):
+        assert "id: 1" in asyncio.run(first_chunks(last)), last
 
 
 def test_admin_token_env_must_name_a_long_enough_token(tmp_path: Path) -> None:
