@@ -114,23 +114,30 @@ number_texts = (
     | st.decimals(allow_nan=False, allow_infinity=False).map(str)
     | st.from_regex(r"[+-]?([0-9]+\.?|[0-9]*\.[0-9]+)([eE][+-]?[0-9]+)?", fullmatch=True)
 )
+BOUND = rules.MAX_NUMBER
+in_range = st.integers(-BOUND, BOUND) | st.floats(-BOUND, BOUND, allow_nan=False)
+out_of_range = (
+    st.integers(min_value=BOUND + 1) | st.integers(max_value=-BOUND - 1)
+    | st.floats(min_value=BOUND * 1.01, allow_infinity=False)
+)
+number_texts_in_range = number_texts.filter(lambda text: len(text) <= rules.MAX_NUMBER_TEXT_LENGTH)
 not_numbers = st.sampled_from(
     ["", " 5", "5 ", "inf", "-Infinity", "nan", "1,5", "0x1F", "1e", "+", "."]
 )
 
 GOOD: Mapping[Kind, st.SearchStrategy[object]] = {
     Kind.EVENT_NAME: st.sampled_from(sorted(STANDARD_EVENTS | CUSTOM)),
-    Kind.TEXT: texts(),
-    Kind.TOKEN: texts(min_size=1),
+    Kind.TEXT: texts(max_size=rules.MAX_TEXT_LENGTH),
+    Kind.TOKEN: texts(min_size=1, max_size=rules.MAX_TOKEN_LENGTH),
     Kind.EMAIL: st.builds("{}@{}".format, no_at, no_at),
     Kind.IP: st.ip_addresses().map(str),
     Kind.URL: urls,
     Kind.EVENT_TIME: date_times
     | st.integers(0, rules.MAX_EVENT_TIME_SECONDS)
     | st.floats(0, rules.MAX_EVENT_TIME_SECONDS),
-    Kind.NUMBER: st.integers() | finite_floats,
+    Kind.NUMBER: in_range,
     Kind.BOOLEAN: st.booleans(),
-    Kind.NUMERIC: st.integers() | finite_floats | number_texts,
+    Kind.NUMERIC: in_range | number_texts_in_range,
     Kind.DATE: st.dates().map(date.isoformat) | date_times,
     Kind.IDEMPOTENCY_KEY: texts(min_size=1, max_size=rules.MAX_IDEMPOTENCY_KEY_LENGTH),
 }
@@ -141,8 +148,8 @@ BAD: Mapping[Kind, st.SearchStrategy[object]] = {
     Kind.EVENT_NAME: other_type()
     | st.sampled_from(sorted(CUSTOM_EVENTS - CUSTOM) + ["custom_event_51", "Purchase", "lead"])
     | st.text().filter(lambda name: name not in STANDARD_EVENTS | CUSTOM),
-    Kind.TEXT: other_type("string"),
-    Kind.TOKEN: st.just("") | other_type("string"),
+    Kind.TEXT: other_type("string") | st.just("t" * (rules.MAX_TEXT_LENGTH + 1)),
+    Kind.TOKEN: st.just("") | other_type("string") | st.just("t" * (rules.MAX_TOKEN_LENGTH + 1)),
     Kind.EMAIL: other_type("string")
     | no_at
     | st.builds("{}@{}@{}".format, st.text(), st.text(), st.text())
@@ -165,9 +172,10 @@ BAD: Mapping[Kind, st.SearchStrategy[object]] = {
     | st.floats(max_value=-1e-9, allow_infinity=False)
     | st.integers(min_value=rules.MAX_EVENT_TIME_SECONDS + 1)
     | non_finite,
-    Kind.NUMBER: other_type("number") | number_texts | non_finite,
+    Kind.NUMBER: other_type("number") | number_texts | non_finite | out_of_range,
     Kind.BOOLEAN: other_type("boolean"),
-    Kind.NUMERIC: other_type("number", "string") | letters | not_numbers | non_finite,
+    Kind.NUMERIC: other_type("number", "string") | letters | not_numbers | non_finite
+    | out_of_range | st.just("9" * (rules.MAX_NUMBER_TEXT_LENGTH + 1)),
     Kind.DATE: other_type("string") | not_iso,
     Kind.IDEMPOTENCY_KEY: other_type("string")
     | st.just("")

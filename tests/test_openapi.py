@@ -130,9 +130,11 @@ def test_composite_fields(doc: Any) -> None:
         {"type": "number", "minimum": 0, "maximum": rules.MAX_EVENT_TIME_SECONDS},
         {"type": "null"},
     ]
+    bounded = {"type": "number", "minimum": -rules.MAX_NUMBER, "maximum": rules.MAX_NUMBER}
     assert props["profile_field_16"]["anyOf"] == [
-        {"type": "number"},
-        {"type": "string", "pattern": rules.NUMBER_TEXT_PATTERN},
+        bounded,
+        {"type": "string", "maxLength": rules.MAX_NUMBER_TEXT_LENGTH,
+         "pattern": rules.NUMBER_TEXT_PATTERN},
         {"type": "null"},
     ]
     assert props["ip"]["anyOf"] == [{"format": "ipv4"}, {"format": "ipv6"}]

@@ -249,6 +249,19 @@ def test_one_endless_header_line_is_refused_too(server: str) -> None:
     assert closed and sent < 50_000_000
 
 
+@pytest.mark.parametrize("size", [HEAD_BYTES + 1000, 100_000])
+def test_a_large_head_sent_in_one_piece_is_refused(server: str, size: int) -> None:
+    """The head arrives whole in one read: counted before it is parsed, not after."""
+    sock = connect(server)
+    pad = b"a" * (size - 100)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\nContent-Length: 2\r\n\r\nok")
+    answer, closed = wait_closed(sock, 10)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+    assert closed
+    served_normally(server)
+
+
 def test_heads_and_bodies_in_bounds_are_served(server: str) -> None:
     # A head just under the limit, sent in one piece with a large body; then a keep-alive
     # connection that waits longer than the head deadline between two requests.

@@ -6,7 +6,7 @@ import functools
 
 import user_agents
 
-MAX_USER_AGENT_CHECKED = 512
+from relay.enrich.client import MAX_USER_AGENT
 
 # Crawlers that user-agents (ua-parser) may not know. Automated browsers (HeadlessChrome,
 # Playwright, Puppeteer) are deliberately absent: they are people's tests and tools, and the
@@ -40,7 +40,7 @@ def is_bot(user_agent: str | None) -> bool:
     if not user_agent:
         return False
     # Bounded, so neither the parser's regexes nor the cache pay for a giant header.
-    return _is_bot(user_agent[:MAX_USER_AGENT_CHECKED])
+    return _is_bot(user_agent[:MAX_USER_AGENT])
 
 
 @functools.lru_cache(maxsize=2048)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 from relay import rules
-from relay.enrich.client import Client, client_address
+from relay.enrich.client import MAX_USER_AGENT, Client, client_address
 from relay.rules.fields import COMET_FIELDS
 
 RELAY_ONLY: frozenset[str] = frozenset({"ip", "user_agent", "comet_token", "idempotency_key"})
@@ -88,7 +88,7 @@ def browser_event(
         else:  # the API takes a fingerprint only with an ip; the comet_token identifies anyway
             del event["fingerprint"]
     if client.user_agent:
-        event["user_agent"] = client.user_agent
+        event["user_agent"] = client.user_agent[:MAX_USER_AGENT]
     event["comet_token"] = client.comet_token
     event["event_time"] = event_time(sent.get("event_time"), now)
     # The snippet sends no unknown fields; a batch of 50 forged events gets few hints.

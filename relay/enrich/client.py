@@ -5,6 +5,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+# The most of a User-Agent header the relay keeps: real ones are a few hundred characters;
+# the header is the sender's to write, up to the whole head's 16 KiB.
+MAX_USER_AGENT = 512
+
 
 @dataclass(frozen=True)
 class Client:

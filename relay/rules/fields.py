@@ -49,6 +49,12 @@ COMET_FIELDS: tuple[str, ...] = (
 
 MAX_EMAIL_LENGTH = 254
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_TOKEN_LENGTH = 255  # comet_token, fingerprint
+MAX_TEXT_LENGTH = 2048  # any other text, a URL and a user agent included
+# Amounts and numeric profile fields: at most 10^15 either way (a refund is negative, and
+# real); a number held in a string at most this many characters.
+MAX_NUMBER = 10**15
+MAX_NUMBER_TEXT_LENGTH = 32
 # Unix seconds up to the year 5138; a millisecond time of any date since 1973 is larger.
 MAX_EVENT_TIME_SECONDS = 10**11
 MAX_DEPTH = 32

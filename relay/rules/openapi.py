@@ -25,6 +25,10 @@ from relay.rules.fields import (
     MAX_EMAIL_LENGTH,
     MAX_EVENT_TIME_SECONDS,
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_NUMBER,
+    MAX_NUMBER_TEXT_LENGTH,
+    MAX_TEXT_LENGTH,
+    MAX_TOKEN_LENGTH,
     NUMBER_TEXT_PATTERN,
     STANDARD_EVENTS,
     URL_PATTERN,
@@ -36,25 +40,31 @@ Schema = dict[str, object]
 # Text holds no NUL: valid JSON as \u0000, but refused by the rules (no upstream keeps it).
 NO_NUL_PATTERN = r"^[^\x00]*$"
 _STRING: Schema = {"type": "string"}
-_TEXT: Schema = {"type": "string", "pattern": NO_NUL_PATTERN}
+_TEXT: Schema = {"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": NO_NUL_PATTERN}
+_NUMBER: Schema = {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
 # A header value as sent and as read back: visible ASCII, with inner spaces and tabs.
 HEADER_SAFE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?$"
 _KIND_SCHEMAS: dict[Kind, Schema] = {
     Kind.TEXT: _TEXT,
-    Kind.TOKEN: {"type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN},
+    Kind.TOKEN: {
+        "type": "string", "minLength": 1, "maxLength": MAX_TOKEN_LENGTH, "pattern": NO_NUL_PATTERN
+    },
     Kind.EMAIL: {"type": "string", "maxLength": MAX_EMAIL_LENGTH, "pattern": EMAIL_PATTERN},
     Kind.IP: {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-    Kind.URL: {"type": "string", "pattern": URL_PATTERN},
+    Kind.URL: {"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": URL_PATTERN},
     Kind.EVENT_TIME: {
         "anyOf": [
             {"type": "string", "format": "date-time"},
             {"type": "number", "minimum": 0, "maximum": MAX_EVENT_TIME_SECONDS},
         ]
     },
-    Kind.NUMBER: {"type": "number"},
+    Kind.NUMBER: _NUMBER,
     Kind.BOOLEAN: {"type": "boolean"},
     Kind.NUMERIC: {
-        "anyOf": [{"type": "number"}, {"type": "string", "pattern": NUMBER_TEXT_PATTERN}]
+        "anyOf": [
+            _NUMBER,
+            {"type": "string", "maxLength": MAX_NUMBER_TEXT_LENGTH, "pattern": NUMBER_TEXT_PATTERN},
+        ]
     },
     Kind.DATE: {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]},
     Kind.IDEMPOTENCY_KEY: {

@@ -31,6 +31,10 @@ from relay.rules.fields import (
     MAX_EVENT_TIME_SECONDS,
     MAX_HINTS,
     MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_NUMBER,
+    MAX_NUMBER_TEXT_LENGTH,
+    MAX_TEXT_LENGTH,
+    MAX_TOKEN_LENGTH,
     NUMBER_TEXT_PATTERN,
     STANDARD_EVENTS,
     URL_PATTERN,
@@ -138,13 +142,23 @@ def _check_event_name(value: object, custom_events: frozenset[str]) -> str | Non
 
 
 def _check_text(value: object) -> str | None:
-    return None if isinstance(value, str) else wrong_type("a string", value)
+    if not isinstance(value, str):
+        return wrong_type("a string", value)
+    return _too_long(value, MAX_TEXT_LENGTH)
 
 
 def _check_token(value: object) -> str | None:
     if not isinstance(value, str):
         return wrong_type("a string", value)
-    return None if value else "must not be empty: send the value, or leave the field out."
+    if not value:
+        return "must not be empty: send the value, or leave the field out."
+    return _too_long(value, MAX_TOKEN_LENGTH)
+
+
+def _too_long(value: str, most: int) -> str | None:
+    if len(value) <= most:
+        return None
+    return f"is {len(value)} characters long: this field holds at most {most}."
 
 
 def _check_email(value: object) -> str | None:
@@ -221,7 +235,7 @@ def _check_event_time(value: object) -> str | None:
 
 def _check_number(value: object) -> str | None:
     if _is_number(value):
-        return None if _is_finite(value) else "must be a finite number."
+        return _in_range(value)
     message = wrong_type("a JSON number", value)
     if isinstance(value, str) and _is_number_text(value):
         message += f" Send {value} without the quotes."
@@ -236,11 +250,20 @@ def _check_boolean(value: object) -> str | None:
 
 def _check_numeric(value: object) -> str | None:
     if _is_number(value):
-        return None if _is_finite(value) else "must be a finite number."
+        return _in_range(value)
     if not isinstance(value, str):
         return wrong_type("a number, or a string holding one", value)
-    if not _is_number_text(value):
+    if len(value) > MAX_NUMBER_TEXT_LENGTH or not _is_number_text(value):
         return _not(value, "a number", 'send one like 500 or "500".')
+    return None  # a string: its size is bounded, its value is the upstream's to read
+
+
+def _in_range(value: float) -> str | None:
+    """A finite number of at most MAX_NUMBER either way."""
+    if not _is_finite(value):
+        return "must be a finite number."
+    if abs(value) > MAX_NUMBER:
+        return f"is out of range: a number here is at most 10^15 either way ({MAX_NUMBER:.0e})."
     return None
 
 

@@ -49,14 +49,21 @@ class _BoundedHead(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            self._head_bytes += len(data)
+            # Counted before httptools parses: a head that arrives whole in one read would be
+            # complete (and the count reset) by the time a check after parsing runs.
+            end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end + 4
+            if self._head_bytes > self.max_head_bytes:
+                self._too_large()
+                return
         super().data_received(data)
         if self._in_head and self._head_bytes > self.max_head_bytes:
-            if not self.transport.is_closing():
-                self.send_400_response(
-                    f"The request head is larger than {self.max_head_bytes} bytes."
-                )
-            self._stop_head_timer()
+            self._too_large()
+
+    def _too_large(self) -> None:
+        if not self.transport.is_closing():
+            self.send_400_response(f"The request head is larger than {self.max_head_bytes} bytes.")
+        self._stop_head_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
