@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from relay.cli.common import config_option, load_settings
+from relay.observe.shown import redacted
 from relay.settings import Settings
 
 
@@ -16,12 +17,13 @@ def check(config_path: str) -> None:
 
 
 def summary(settings: Settings) -> str:
-    """A few lines on a valid configuration: the database and each Space with its upstream."""
-    lines = [f"{settings.source}: OK", f"  database: {settings.database}"]
+    """A few lines on a valid configuration: the database and each Space with its upstream,
+    passwords of URLs left out."""
+    lines = [f"{settings.source}: OK", f"  database: {redacted(settings.database)}"]
     lines.append(f"  spaces: {len(settings.spaces)}")
     for space in settings.spaces.values():
         state = "active" if space.active else "inactive"
-        upstream = space.upstream_url or "no upstream (events stay queued)"
+        upstream = redacted(space.upstream_url or "") or "no upstream (events stay queued)"
         lines.append(f"    {space.id}: {state}, {len(space.api_keys)} API key(s), {upstream}")
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from relay.cli.common import config_option, load_settings, outbox_errors, seconds_option
+from relay.observe.shown import redacted
 from relay.settings import Settings
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ async def run_forwarder(
         forwarder = parts.forwarder
         states = forwarder.states if forwarder is not None else {}
         spaces = ", ".join(sorted(states)) or "none: no active Space has an upstream"
-        log.info("forwarding from %s; Spaces: %s", settings.database, spaces)
+        log.info("forwarding from %s; Spaces: %s", redacted(settings.database), spaces)
         await stop.wait()
         log.info("stopping: no new claims; requests in flight get %g s", shutdown_timeout)
     for space_id, state in sorted(states.items()):

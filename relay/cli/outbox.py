@@ -24,7 +24,7 @@ from relay.cli.common import (
     with_outbox,
 )
 from relay.errors import Unavailable
-from relay.observe.shown import shown
+from relay.observe.shown import redacted, shown
 from relay.store import Outbox, OutboxStats
 from relay.store.base import Change, ChangeFeed, DeadEvent, follow
 
@@ -144,7 +144,7 @@ def outbox_tail(config_path: str | None, interval: float) -> None:
     async def tail(store: Outbox) -> None:
         if not isinstance(store, ChangeFeed):
             raise click.ClickException(f"{type(store).__name__} cannot be followed yet")
-        click.echo(f"following {settings.database} (Ctrl-C to stop)", err=True)
+        click.echo(f"following {redacted(settings.database)} (Ctrl-C to stop)", err=True)
         async for change in follow(store, interval):
             click.echo(format_change(change))
 

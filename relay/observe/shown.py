@@ -10,6 +10,7 @@ the rest to a bound, in the text log, the JSON log and the CLI's tables alike.
 from __future__ import annotations
 
 import unicodedata
+from urllib.parse import urlsplit, urlunsplit
 
 MOST = 200  # characters of one such string in a log line
 
@@ -33,3 +34,18 @@ def _escape(char: str) -> str:
         return "\\n"
     code = ord(char)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def redacted(url: str) -> str:
+    """`url` with the password of its user info (redis://:secret@host, https://u:p@host)
+    replaced by `***`, to be logged or printed; anything that is no such URL as it is."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return shown(url)
+    if not password:
+        return shown(url)
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return shown(urlunsplit(parts._replace(netloc=f"{user}:***@{host}")))

@@ -18,11 +18,11 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
+from relay.store.sqlite.schema import private_file
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class SQLitePacer(Lifecycle):
             self._conn = await self._run_unlocked(self._open)
 
     def _open(self) -> sqlite3.Connection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )

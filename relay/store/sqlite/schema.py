@@ -3,6 +3,8 @@ and its schema, `schema.sql`, created or checked against SCHEMA_VERSION."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from importlib.resources import files
 from pathlib import Path
@@ -27,12 +29,28 @@ def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     )
 
 
+def private_file(path: str) -> None:
+    """Create the outbox file as its owner's alone (0600), or make it so: it holds emails and
+    client addresses. SQLite creates the -wal and -shm files with the mode of the file, and
+    an existing -wal or -shm is made private too. A file owned by another user is left as it
+    is (the relay could not change it, and the owner chose)."""
+    if path == ":memory:":
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
 def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlite3.Connection]:
-    """Create the file and schema if needed; the write connection and a read-only one.
+    """Create the file (private, see `private_file`) and schema if needed; the write
+    connection and a read-only one.
 
     Raises Unavailable if the file cannot use WAL mode or holds another schema version.
     """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)
     conn = connect(path, busy_timeout)
     try:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
