@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -11,11 +12,12 @@ import pytest
 
 import relay.store.migrate
 from relay.errors import MigrationError
-from relay.store.base import Claimed, DeadEvent, Outbox
+from relay.store.base import QUEUED, Claimed, DeadEvent, Enqueued, Outbox, Outcome
 from relay.store.migrate import migrate
 from relay.store.redis import RedisOutbox
 from relay.store.sqlite import SQLiteOutbox
 from tests.test_outbox import HOUR, T0, event, page_view, run_with
+from tests.test_outbox_twins import API, BROWSER, HOLD, ev
 
 LATER = T0 + 1000
 
@@ -99,12 +101,91 @@ def test_duplicates_are_still_refused_after_the_move(tmp_path: Path, redis_url: 
     fill(path)
     asyncio.run(migrate(str(path), redis_url, T0 + 10))
 
-    async def scenario(box: RedisOutbox) -> list[bool]:
+    async def scenario(box: RedisOutbox) -> list[Enqueued]:
         again = [event("c0"), event("c1"), event("b3", space="beta"), event("short"), event("new")]
         return await box.enqueue(again, T0 + 10)
 
     # c0 was delivered, c1 is queued, b3 queued: all still known; "short" had expired.
-    assert run_with(RedisOutbox(redis_url), scenario) == [False, False, False, True, True]
+    assert run_with(RedisOutbox(redis_url), scenario) == [
+        Enqueued(Outcome.DUPLICATE, "c0"), Enqueued(Outcome.DUPLICATE, "c1"),
+        Enqueued(Outcome.DUPLICATE, "b3"), QUEUED, QUEUED,
+    ]  # fmt: skip
+
+
+def fill_twins(path: Path) -> None:
+    """A SQLite outbox of trust tiers: a held API event and a held browser event, an event
+    merged from both sources (the API's key, the browser's payload as its twin), and keys whose
+    events stay behind (delivered) or are dead."""
+
+    async def scenario(box: SQLiteOutbox) -> None:
+        await box.enqueue([ev("held-api", API, held=True, amount=10)], T0)
+        await box.enqueue([ev("held-browser", BROWSER, held=True, comet_token="t1")], T0)
+        merged = await box.enqueue(
+            [ev("m", BROWSER, held=True, order="9", comet_token="t2"),
+             ev("m-api", API, order="9", amount=5)], T0,
+        )  # fmt: skip
+        assert merged[1] == Enqueued(Outcome.MERGED, "m")
+        await box.enqueue([ev("gone", API), ev("bad", BROWSER)], T0)
+        claimed = {c.idempotency_key: c for c in await box.claim("acme", 10, 30, T0)}
+        assert sorted(claimed) == ["bad", "gone", "m-api"]  # the held ones wait
+        await box.delivered([claimed["gone"].id], T0 + 1)
+        await box.dead(claimed["bad"].id, 422, "bad", T0 + 1)
+        await box.release([claimed["m-api"].id])
+
+    run_with(SQLiteOutbox(str(path)), scenario)
+
+
+Moved = tuple[list[tuple[object, ...]], float | None, list[Enqueued]]
+
+
+def after_the_move(box: Outbox) -> Moved:
+    """What an outbox makes of the moved events: claims (key, source, twin, body, attempts,
+    received_at) before and after the holds' twins came, when the held ones are due, and how
+    each moved key meets a later event of either source."""
+
+    def view(c: Claimed) -> tuple[object, ...]:
+        return (c.idempotency_key, c.source, c.twin, c.body(), c.attempts, c.received_at)
+
+    async def scenario(box: Outbox) -> Moved:
+        claims = [view(c) for c in await box.claim("acme", 10, 30, T0 + 10)]
+        await box.delivered([c.id for c in await box.claim("acme", 10, 30, T0 + 40)], T0 + 11)
+        due = await box.next_due("acme")  # the holds, kept
+        answers = await box.enqueue(
+            [ev("held-api", BROWSER, comet_token="late"), ev("held-browser", API, amount=20),
+             ev("m", BROWSER), ev("m-api", API), ev("gone", API), ev("gone", BROWSER),
+             ev("bad", BROWSER), ev("held-browser", BROWSER)], T0 + 12,
+        )  # fmt: skip
+        claims += [view(c) for c in await box.claim("acme", 10, 30, T0 + 12)]
+        return claims, due, answers
+
+    return run_with(box, scenario)
+
+
+def test_migrate_carries_sources_twins_holds_and_what_each_key_names(
+    tmp_path: Path, redis_url: str
+) -> None:
+    path = tmp_path / "outbox.db"
+    fill_twins(path)
+    shutil.copy(path, tmp_path / "copy.db")
+    expected = after_the_move(SQLiteOutbox(str(tmp_path / "copy.db")))
+
+    report = asyncio.run(migrate(str(path), redis_url, T0 + 5))
+    assert (report.queued, report.dead, report.dedup_keys) == (3, 1, 7)
+    moved = after_the_move(RedisOutbox(redis_url))
+
+    assert moved == expected  # Redis answers as the SQLite outbox would have
+    claims, due, answers = moved
+    assert [c[:2] for c in claims] == [("m-api", API), ("held-api", API), ("held-browser", API)]
+    assert all(c[2] is not None for c in claims)  # each met its twin
+    body = claims[2][3]
+    assert isinstance(body, bytes) and json.loads(body)["comet_token"] == "t1"  # the twin's
+    assert due == T0 + HOLD
+    assert answers == [
+        Enqueued(Outcome.MERGED, "held-api"), Enqueued(Outcome.MERGED, "held-browser"),
+        Enqueued(Outcome.DUPLICATE, "m-api"), Enqueued(Outcome.DUPLICATE, "m-api"),
+        Enqueued(Outcome.DUPLICATE, "gone"), Enqueued(Outcome.DUPLICATE, "gone"),
+        Enqueued(Outcome.DUPLICATE, "bad"), Enqueued(Outcome.DUPLICATE, "held-browser"),
+    ]  # fmt: skip
 
 
 def test_an_interrupted_migration_resumes_without_duplicates(

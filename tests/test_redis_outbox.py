@@ -21,6 +21,7 @@ import pytest
 
 import relay.redis_link
 from relay.errors import Unavailable
+from relay.store.base import QUEUED, Enqueued
 from relay.store.redis import SEQ_BITS, RedisOutbox, split_id
 from tests.redis_server import RedisServer
 from tests.test_outbox import HOUR, ROOT, T0, claim_keys, event, page_view, queued, run_with
@@ -50,7 +51,7 @@ def child(code: str, *args: str) -> subprocess.Popen[str]:
 
 
 def test_two_relays_enqueueing_the_same_keys_at_once_queue_each_once(redis_url: str) -> None:
-    async def scenario(first: RedisOutbox) -> list[list[bool]]:
+    async def scenario(first: RedisOutbox) -> list[list[Enqueued]]:
         second = RedisOutbox(redis_url)
         await second.start()
         try:
@@ -62,7 +63,7 @@ def test_two_relays_enqueueing_the_same_keys_at_once_queue_each_once(redis_url: 
             await second.close()
 
     results = run(redis_url, scenario)
-    assert sum(queued for (queued,) in results) == 50
+    assert sum(result.queued for (result,) in results) == 50
     assert sorted(run(redis_url, claim_keys)) == sorted(f"k{i}" for i in range(50))
 
 
@@ -189,7 +190,7 @@ def test_a_tick_of_enqueues_is_one_round_trip_and_a_claim_one_script(
         answers = await asyncio.gather(
             *(box.enqueue([event(f"e{i}", space=("acme", "beta")[i % 2])], T0) for i in range(300))
         )
-        assert answers == [[True]] * 300
+        assert answers == [[QUEUED]] * 300
         assert sent == [2]  # one pipeline: one enqueue script per Space
         sent.clear()
         assert len(await box.claim("acme", 150, 30, T0)) == 150
@@ -223,7 +224,7 @@ def test_a_failing_script_is_unavailable_and_spares_other_spaces(
             return_exceptions=True,
         )
         assert isinstance(broken, Unavailable) and "WRONGTYPE" in broken.message
-        assert fine == [True]
+        assert fine == [QUEUED]
         with pytest.raises(Unavailable):
             await box.claim("acme", 10, 30, T0)
         assert await claim_keys(box, space="beta") == ["warm", "b"]
