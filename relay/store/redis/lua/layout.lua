@@ -12,7 +12,9 @@
 --   idempotency key was "idem:KEY", without the event name, and made an event of any name a
 --   duplicate. Until the last of them expires (K_META's legacy_until), `known` (enqueue.lua)
 --   still finds an event's "idem:KEY" when its "idem:NAME:KEY" names nothing, as an API event
---   not known any more; a layout-1 "idem:" key is never read as a layout-2 one.
+--   not known any more; a layout-1 "idem:" key is never read as a layout-2 one. (A layout-2
+--   key written with the same text, "idem:NAME:KEY" of a new event, ends the old key's
+--   meaning: the old event's key was "NAME:KEY" and the new one's "KEY", under one name.)
 -- * No K_META: its `layout` field marks the upgraded Space ('2'), and legacy_until is set.
 --
 -- Only the relays must not mix: one from before trust tiers still writing to an upgraded
