@@ -119,7 +119,7 @@ def fill_twins(path: Path) -> None:
 
     async def scenario(box: SQLiteOutbox) -> None:
         await box.enqueue([ev("held-api", API, held=True, amount=10)], T0)
-        await box.enqueue([ev("held-browser", BROWSER, held=True, comet_token="t1")], T0)
+        await box.enqueue([ev("held-browser", BROWSER, held=True, order="7", comet_token="t1")], T0)
         merged = await box.enqueue(
             [ev("m", BROWSER, held=True, order="9", comet_token="t2"),
              ev("m-api", API, order="9", amount=5)], T0,
@@ -151,9 +151,9 @@ def after_the_move(box: Outbox) -> Moved:
         await box.delivered([c.id for c in await box.claim("acme", 10, 30, T0 + 40)], T0 + 11)
         due = await box.next_due("acme")  # the holds, kept
         answers = await box.enqueue(
-            [ev("held-api", BROWSER, comet_token="late"), ev("held-browser", API, amount=20),
+            [ev("held-api", BROWSER, comet_token="late"), ev("srv-7", API, order="7", amount=20),
              ev("m", BROWSER), ev("m-api", API), ev("gone", API), ev("gone", BROWSER),
-             ev("bad", BROWSER), ev("held-browser", BROWSER)], T0 + 12,
+             ev("bad", BROWSER), ev("held-browser", BROWSER), ev("held-browser", API)], T0 + 12,
         )  # fmt: skip
         claims += [view(c) for c in await box.claim("acme", 10, 30, T0 + 12)]
         return claims, due, answers
@@ -161,21 +161,41 @@ def after_the_move(box: Outbox) -> Moved:
     return run_with(box, scenario)
 
 
+@pytest.mark.parametrize("interrupted", [False, True], ids=["one-run", "resumed"])
 def test_migrate_carries_sources_twins_holds_and_what_each_key_names(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, interrupted: bool
 ) -> None:
     path = tmp_path / "outbox.db"
     fill_twins(path)
     shutil.copy(path, tmp_path / "copy.db")
     expected = after_the_move(SQLiteOutbox(str(tmp_path / "copy.db")))
 
-    report = asyncio.run(migrate(str(path), redis_url, T0 + 5))
-    assert (report.queued, report.dead, report.dedup_keys) == (3, 1, 7)
+    if interrupted:  # the first event moved, the second reached Redis only: the run stopped
+        real_delete = relay.store.migrate._delete
+        deletes: list[list[int]] = []
+
+        def crash_on_second_chunk(conn: sqlite3.Connection, ids: list[int]) -> None:
+            deletes.append(ids)
+            if len(deletes) == 2:
+                raise KeyboardInterrupt
+            real_delete(conn, ids)
+
+        monkeypatch.setattr(relay.store.migrate, "_delete", crash_on_second_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(migrate(str(path), redis_url, T0 + 5, chunk=1))
+        monkeypatch.setattr(relay.store.migrate, "_delete", real_delete)
+    report = asyncio.run(migrate(str(path), redis_url, T0 + 5, chunk=1))
+    assert (report.queued, report.dead, report.dedup_keys) == (3 - interrupted, 1, 8)
+
+    async def waiting(box: RedisOutbox) -> object:
+        return await box.link.do(lambda r: r.zrange("comet:{acme}:wait", 0, -1))
+
+    assert run_with(RedisOutbox(redis_url), waiting) == [b"1", b"2"]  # the held ones, apart
     moved = after_the_move(RedisOutbox(redis_url))
 
     assert moved == expected  # Redis answers as the SQLite outbox would have
     claims, due, answers = moved
-    assert [c[:2] for c in claims] == [("m-api", API), ("held-api", API), ("held-browser", API)]
+    assert [c[:2] for c in claims] == [("m-api", API), ("held-api", API), ("srv-7", API)]
     assert all(c[2] is not None for c in claims)  # each met its twin
     body = claims[2][3]
     assert isinstance(body, bytes) and json.loads(body)["comet_token"] == "t1"  # the twin's
@@ -184,7 +204,9 @@ def test_migrate_carries_sources_twins_holds_and_what_each_key_names(
         Enqueued(Outcome.MERGED, "held-api"), Enqueued(Outcome.MERGED, "held-browser"),
         Enqueued(Outcome.DUPLICATE, "m-api"), Enqueued(Outcome.DUPLICATE, "m-api"),
         Enqueued(Outcome.DUPLICATE, "gone"), Enqueued(Outcome.DUPLICATE, "gone"),
-        Enqueued(Outcome.DUPLICATE, "bad"), Enqueued(Outcome.DUPLICATE, "held-browser"),
+        Enqueued(Outcome.DUPLICATE, "bad"),
+        Enqueued(Outcome.DUPLICATE, "srv-7"),  # the browser's own key names the API event
+        Enqueued(Outcome.DUPLICATE, "srv-7"),
     ]  # fmt: skip
 
 
