@@ -70,11 +70,37 @@ def dead_view(d: DeadEvent) -> tuple[object, ...]:
             d.received_at, d.died_at)  # fmt: skip
 
 
+def as_schema_2(path: Path) -> None:
+    """Turn the outbox file into what a relay from before trust tiers wrote (schema 2; the
+    inverse of relay/store/sqlite/upgrade_2_to_3.sql): no source, twin or key's event, page
+    views at priority 1, idempotency keys without the event name."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript("""
+            BEGIN;
+            UPDATE outbox SET priority = 1 WHERE priority = 2;
+            UPDATE dedup SET key = 'idem:' || (SELECT idempotency_key FROM outbox
+                                                WHERE outbox.id = dedup.event_id)
+                WHERE key LIKE 'idem:%';
+            ALTER TABLE outbox DROP COLUMN source;
+            ALTER TABLE outbox DROP COLUMN twin;
+            ALTER TABLE dedup DROP COLUMN event_id;
+            ALTER TABLE dedup DROP COLUMN source;
+            PRAGMA user_version = 2;
+            COMMIT;
+        """)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("schema", [3, 2])
 def test_migrate_moves_queued_and_dead_events_in_order_with_their_history(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, schema: int
 ) -> None:
     path = tmp_path / "outbox.db"
     fill(path)
+    if schema == 2:  # migrate upgrades it first, as the relay does at start
+        as_schema_2(path)
     shutil.copy(path, tmp_path / "copy.db")
     expected = drain(SQLiteOutbox(str(tmp_path / "copy.db")))
 
