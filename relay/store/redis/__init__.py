@@ -56,7 +56,7 @@ cutoff waits for the next prune). It drops expired dedup keys from both dedup st
 Twins (relay.rules.twins) merge inside the enqueue script (lua/enqueue.lua, the rules of
 `Outbox.enqueue`), so two relays can never both merge into, or both take over, one event: an
 API event that takes over its browser twin rewrites the twin's keys (its `d`) to name it as an
-API event, and moves it to ready:0 and queued:0.
+API event, and moves it to priority 0 (a page view stays at 2).
 
 Upgrades: a Space written by a relay from before trust tiers (layout 1: two priorities, 1 the
 page views; events without a source; dedup keys naming no event, and "idem:KEY" without the
