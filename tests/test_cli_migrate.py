@@ -49,7 +49,8 @@ def use_database(config: Path, database: str) -> None:
 
 def fill(config: Path) -> list[NewEvent]:
     """The config's SQLite outbox as a relay leaves it: queued (one of them retrying, one a
-    page view), dead and delivered events, every dedup key live, no lease. Returns the events.
+    page view), dead and delivered events, every dedup key live, no lease (claimed once the
+    Space's twin window had passed). Returns the events.
     """
     settings = load(str(config), TOKEN_ENV)
     space = settings.spaces["acme"]
@@ -64,7 +65,8 @@ def fill(config: Path) -> list[NewEvent]:
 
     async def scenario(box: Outbox) -> None:
         await box.enqueue(events, now)
-        claimed = {c.idempotency_key: c for c in await box.claim("acme", 100, 30, now)}
+        after_hold = now + space.twin_window_seconds
+        claimed = {c.idempotency_key: c for c in await box.claim("acme", 100, 30, after_hold)}
         await box.delivered([claimed.pop("sent").id], now)
         for key in DEAD:
             await box.dead(claimed.pop(key).id, 422, f"upstream refused {key}", now)
@@ -78,7 +80,7 @@ def fill(config: Path) -> list[NewEvent]:
 def test_migrated_outbox_is_served_from_redis_by_a_relay(
     tmp_path: Path, upstream: UpstreamProcess, redis_url: str
 ) -> None:
-    config = relay_for(tmp_path, upstream)
+    config = relay_for(tmp_path, upstream, extra="twin_window_seconds = 0\n")  # sent at once
     events = fill(config)
 
     result = cli("outbox", "migrate", "--to", redis_url, "--config", str(config))
@@ -143,7 +145,7 @@ def test_migrate_names_a_missing_outbox_and_a_running_relay(tmp_path: Path) -> N
         now = time.time()
         space = load(str(config), {}).spaces["acme"]
         await box.enqueue([new_event(space, {"event_name": "purchase"}, now)], now)
-        assert await box.claim("acme", 1, 60, now)
+        assert await box.claim("acme", 1, 60, now + space.twin_window_seconds)  # after its hold
 
     run_with(SQLiteOutbox(str(tmp_path / "relay.db")), lease)
     running = cli("outbox", "migrate", *to)

@@ -14,12 +14,14 @@ import pytest
 from relay.observe.metrics import Metrics
 from relay.store import Outbox, open_outbox
 from relay.store.base import PRIORITY_API_CONVERSION as CONVERSION
+from relay.store.base import PRIORITY_BROWSER_CONVERSION as BROWSER_CONVERSION
 from relay.store.base import PRIORITY_PAGE_VIEW as PAGE_VIEW
-from relay.store.base import NewEvent, OutboxStats, QueueAges, QueueFigures
+from relay.store.base import Enqueued, NewEvent, OutboxStats, Outcome, QueueAges, QueueFigures
 from relay.store.redis import RedisOutbox
 from tests.redis_server import RedisServer
 from tests.test_metrics import Samples, samples, value
 from tests.test_outbox import T0, database, event, run, run_with
+from tests.test_outbox_twins import API, BROWSER, ev
 
 __all__ = ["database"]  # the fixture: every backend, as in the contract tests
 
@@ -104,6 +106,31 @@ def test_depth_and_oldest_follow_each_event_by_space_and_priority(database: str)
     assert not [name for name, _ in empty if name == AGE]
 
 
+def test_browser_conversions_have_their_own_figures_until_an_api_twin_takes_one_over(
+    database: str,
+) -> None:
+    async def scenario(box: Outbox) -> list[QueueFigures]:
+        await box.enqueue([ev("b1", BROWSER, at=T0), ev("b2", BROWSER, at=T0 + 1),
+                           ev("a1", API, at=T0 + 2),
+                           ev("pv", BROWSER, name="view_content", at=T0 + 3)], T0 + 3)
+        before = await figures(box)
+        assert await box.enqueue([ev("b1", API, at=T0 + 4)], T0 + 4) == [
+            Enqueued(Outcome.MERGED, "b1")
+        ]
+        return [before, await figures(box)]
+
+    before, after = run(database, scenario)
+    api, browser, views = ("acme", CONVERSION), ("acme", BROWSER_CONVERSION), ("acme", PAGE_VIEW)
+    assert before.depth == {api: 1, browser: 2, views: 1}
+    assert before.oldest == {api: T0 + 2, browser: T0, views: T0 + 3}
+    # b1 is an API conversion now, received when the browser sent it
+    assert after.depth == {api: 2, browser: 1, views: 1}
+    assert after.oldest == {api: T0, browser: T0 + 1, views: T0 + 3}
+    seen = gauges(after, ["acme"], now=T0 + 10)
+    assert value(seen, DEPTH, space="acme", priority="browser_conversion") == 1
+    assert value(seen, AGE, space="acme", priority="browser_conversion") == 9
+
+
 def test_redis_rebuilds_the_queued_indexes_a_relay_from_before_them_did_not_keep(
     redis_url: str, redis_server: RedisServer
 ) -> None:
@@ -115,7 +142,7 @@ def test_redis_rebuilds_the_queued_indexes_a_relay_from_before_them_did_not_keep
         c0, _ = await box.claim("acme", 2, 30, T0 + 20)  # leased
         await box.retry(c0.id, T0 + 500, None, "timeout", T0 + 21)  # waiting
         before = await box.queue_figures()
-        for priority in (0, 1):  # as an older relay would have left them: absent
+        for priority in (0, 1, 2):  # as an older relay would have left them: absent
             redis_server.command("DEL", f"comet:{{acme}}:queued:{priority}")
         return before, await box.queue_figures()
 

@@ -7,6 +7,7 @@ backends in tests/test_outbox.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -21,9 +22,11 @@ import pytest
 
 import relay.redis_link
 from relay.errors import Unavailable
+from relay.store.base import QUEUED, Claimed, Enqueued, Outcome
 from relay.store.redis import SEQ_BITS, RedisOutbox, split_id
 from tests.redis_server import RedisServer
 from tests.test_outbox import HOUR, ROOT, T0, claim_keys, event, page_view, queued, run_with
+from tests.test_outbox_twins import API, BROWSER, ev
 
 T = TypeVar("T")
 
@@ -50,7 +53,7 @@ def child(code: str, *args: str) -> subprocess.Popen[str]:
 
 
 def test_two_relays_enqueueing_the_same_keys_at_once_queue_each_once(redis_url: str) -> None:
-    async def scenario(first: RedisOutbox) -> list[list[bool]]:
+    async def scenario(first: RedisOutbox) -> list[list[Enqueued]]:
         second = RedisOutbox(redis_url)
         await second.start()
         try:
@@ -62,7 +65,7 @@ def test_two_relays_enqueueing_the_same_keys_at_once_queue_each_once(redis_url: 
             await second.close()
 
     results = run(redis_url, scenario)
-    assert sum(queued for (queued,) in results) == 50
+    assert sum(result.queued for (result,) in results) == 50
     assert sorted(run(redis_url, claim_keys)) == sorted(f"k{i}" for i in range(50))
 
 
@@ -95,6 +98,235 @@ def test_two_relay_processes_racing_on_2000_keys_queue_each_once(redis_url: str)
         queued.append(int(out))
     assert sum(queued) == 2000
     assert len(run(redis_url, lambda box: box.claim("acme", 5000, 30, 0.0))) == 2000
+
+
+async def together(
+    url: str, first: RedisOutbox, *calls: Callable[[RedisOutbox], Awaitable[Any]]
+) -> list[Any]:
+    """Run each call from its own relay's outbox (`first` for the first) so that their scripts
+    certainly meet in Redis: writes are paused, each call is sent once the one before waits in
+    Redis (blocked), and when all wait they are let go at once; Redis runs them one after the
+    other, in the order they came. Their answers, in the order of `calls`."""
+    boxes = [first, *(RedisOutbox(url) for _ in calls[1:])]
+    for box in boxes[1:]:
+        await box.start()
+
+    async def waiting(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while (await first.link.do(lambda r: r.info("clients")))["blocked_clients"] < n:
+            assert time.monotonic() < deadline, "the script never reached Redis"
+            await asyncio.sleep(0.005)
+
+    try:
+        for box in boxes:
+            await box._number("acme")  # registered before the pause: a script too
+        await first.link.do(lambda r: r.execute_command("CLIENT", "PAUSE", 10_000, "WRITE"))
+        tasks = []
+        try:
+            for box, call in zip(boxes, calls):
+                tasks.append(asyncio.ensure_future(call(box)))
+                await waiting(len(tasks))
+        finally:
+            await first.link.do(lambda r: r.execute_command("CLIENT", "UNPAUSE"))
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for box in boxes[1:]:
+            await box.close()
+
+
+def test_two_relays_meeting_one_browser_event_with_api_twins_merge_it_once(
+    redis_url: str,
+) -> None:
+    async def scenario(box: RedisOutbox) -> None:
+        await box.enqueue([ev("pixel", BROWSER, order="9", held=True, comet_token="t")], T0)
+        answers = await together(
+            redis_url, box,
+            lambda relay: relay.enqueue([ev("server-1", API, order="9", amount=1)], T0 + 1),
+            lambda relay: relay.enqueue([ev("pixel", API, amount=2)], T0 + 1),
+        )  # fmt: skip
+        # the first took the browser event over by its order; the second, sent with the
+        # browser's own key, finds that key naming an API event now: its duplicate
+        assert answers == [[Enqueued(Outcome.MERGED, "pixel")],
+                           [Enqueued(Outcome.DUPLICATE, "server-1")]]  # fmt: skip
+        (one,) = await box.claim("acme", 10, 30, T0 + 1)  # one event: the winner's, with a twin
+        assert (one.source, one.idempotency_key) == (API, "server-1")
+        assert one.twin is not None and json.loads(one.body())["comet_token"] == "t"
+        assert (await box.stats()).queued == 1
+
+    run(redis_url, scenario)
+
+
+def test_two_relays_meeting_one_api_event_with_browser_twins_merge_one(redis_url: str) -> None:
+    async def scenario(box: RedisOutbox) -> None:
+        await box.enqueue([ev("K", API, held=True, amount=5)], T0)
+        answers = await together(
+            redis_url, box,
+            lambda relay: relay.enqueue([ev("K", BROWSER, comet_token="first")], T0 + 1),
+            lambda relay: relay.enqueue([ev("K", BROWSER, comet_token="second")], T0 + 1),
+        )  # fmt: skip
+        assert answers == [[Enqueued(Outcome.MERGED, "K")], [Enqueued(Outcome.DUPLICATE, "K")]]
+        (one,) = await box.claim("acme", 10, 30, T0 + 1)
+        assert json.loads(one.body())["comet_token"] == "first"
+
+    run(redis_url, scenario)
+
+
+@pytest.mark.parametrize("claim_first", [True, False], ids=["claim-first", "twin-first"])
+def test_a_claim_and_a_twin_racing_either_lease_the_event_or_merge_into_it(
+    redis_url: str, claim_first: bool
+) -> None:
+    async def scenario(box: RedisOutbox) -> tuple[list[Claimed], Enqueued]:
+        await box.enqueue([ev("pixel", BROWSER, comet_token="t")], T0)  # due at once
+        calls: list[Callable[[RedisOutbox], Awaitable[Any]]] = [
+            lambda relay: relay.claim("acme", 10, 30, T0 + 1),
+            lambda relay: relay.enqueue([ev("pixel", API, amount=9)], T0 + 1),
+        ]
+        answers = await together(redis_url, box, *(calls if claim_first else calls[::-1]))
+        claimed, (answer,) = answers if claim_first else answers[::-1]
+        return claimed + await box.claim("acme", 10, 30, T0 + 1), answer
+
+    claimed, answer = run(redis_url, scenario)
+    if claim_first:  # the leased browser event takes no twin: the API event is queued apart
+        assert answer == Enqueued(Outcome.QUEUED, "pixel")
+        assert [(c.source, c.twin) for c in claimed] == [(BROWSER, None), (API, None)]
+    else:  # the twin merged first: the claim took the one event, with its twin
+        assert answer == Enqueued(Outcome.MERGED, "pixel")
+        assert [(c.source, c.twin is not None) for c in claimed] == [(API, True)]
+
+
+def test_held_events_wait_apart_so_a_claim_never_steps_over_them(redis_url: str) -> None:
+    async def scenario(box: RedisOutbox) -> None:
+        await box.enqueue([ev(f"held-{i}", API, held=True) for i in range(50)], T0)
+        await box.enqueue([ev("now", API)], T0)
+        assert await box.link.do(lambda r: r.zrange("comet:{acme}:ready:0", 0, -1)) == [b"51"]
+        assert await box.link.do(lambda r: r.zcard("comet:{acme}:wait")) == 50
+        assert await claim_keys(box, now=T0 + 1) == ["now"]
+
+    run(redis_url, scenario)
+
+
+# a Space written by a relay from before trust tiers (layout 1)
+
+LAYOUT_1 = """
+-- Space acme as the scripts of a relay from before trust tiers left it: six events accepted
+-- at ARGV[1], then "sent" delivered, "retry" retried, "dead" dead, "leased" claimed by a
+-- holder that died (and the key of an event "purchase:7" delivered earlier). Two priorities
+-- (1: page views), events without a source, dedup keys in one zset naming no event, an
+-- idempotency key's without the event name.
+local P, t0 = 'comet:{acme}:', tonumber(ARGV[1])
+local function event(seq, name, key, p, fields)
+  local e = {n = name, k = key, p = p, r = t0, t = t0, a = 0, s = 'q',
+             b = cjson.encode({event_name = name, idempotency_key = key})}
+  for field, value in pairs(fields or {}) do e[field] = value end
+  redis.call('HSET', P .. 'ev', seq, cmsgpack.pack(e))
+end
+event(1, 'purchase', 'conv', 0)
+event(2, 'view_content', 'pv', 1)
+event(3, 'purchase', 'retry', 0, {a = 1, t = t0 + 100, ls = 503, lm = 'busy'})
+event(4, 'view_content', 'leased', 1)
+event(5, 'purchase', 'dead', 0, {a = 1, s = 'd', ls = 422, lm = 'bad', x = t0 + 1})
+redis.call('SET', P .. 'seq', 6)
+redis.call('ZADD', P .. 'ready:0', 1, 1)
+redis.call('ZADD', P .. 'ready:1', 2, 2)
+redis.call('ZADD', P .. 'readyat', t0, 1, t0, 2)
+redis.call('ZADD', P .. 'wait', t0 + 100, 3)
+redis.call('ZADD', P .. 'leased', t0 + 30, 4)
+redis.call('ZADD', P .. 'dead', 5, 5)
+redis.call('ZADD', P .. 'done', t0 + 1, 6)
+redis.call('ZADD', P .. 'queued:0', 1, 1, 3, 3)
+redis.call('ZADD', P .. 'queued:1', 2, 2, 4, 4)
+for _, k in ipairs({'idem:conv', 'idem:pv', 'idem:retry', 'idem:leased', 'idem:dead',
+                    'idem:sent', 'order:purchase:1001', 'idem:purchase:7'}) do
+  redis.call('ZADD', P .. 'dedup', t0 + 172800, k)
+end
+redis.call('HSET', P .. 'counts', 'queued', 4, 'retrying', 1, 'delivered', 1, 'dead', 1)
+redis.call('HSET', 'comet:spaces', 's:acme', 1, 'n:1', 'acme', 'last', 1)
+"""
+OLD_KEYS_UNTIL = T0 + 48 * HOUR
+
+
+def write_layout_1(server: RedisServer) -> None:
+    assert server.command("EVAL", LAYOUT_1, "0", repr(T0)).startswith(b"$-1")  # nil: done
+
+
+def test_a_space_of_layout_1_is_upgraded_at_its_first_touch_and_keeps_working(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    write_layout_1(redis_server)
+    now = T0 + 50
+
+    async def scenario(box: RedisOutbox) -> None:
+        # The first touch: two relays at once, a browser conversion first, then a claim.
+        answers, claimed = await together(
+            redis_url, box,
+            lambda relay: relay.enqueue(
+                [ev("new", BROWSER, at=now), ev("conv", API, at=now), ev("sent", BROWSER, at=now),
+                 ev("o", API, order="1001", at=now), ev("pv", BROWSER, at=now),
+                 ev("dead", API, at=now), ev("purchase:7", API, at=now), ev("7", API, at=now)],
+                now),
+            lambda relay: relay.claim("acme", 10, 30, now),
+        )  # fmt: skip
+        assert answers == [
+            QUEUED, Enqueued(Outcome.DUPLICATE, "conv"),  # old keys: duplicates as before
+            Enqueued(Outcome.DUPLICATE, "sent"),  # of an event delivered before the upgrade
+            Enqueued(Outcome.DUPLICATE, "1001"),  # an old order key names no event
+            Enqueued(Outcome.DUPLICATE, "pv"),  # an old "idem:KEY" of another event name
+            Enqueued(Outcome.DUPLICATE, "dead"),
+            Enqueued(Outcome.DUPLICATE, "purchase:7"),
+            QUEUED,  # "idem:purchase:7" is the old key of "purchase:7", not purchase's "7"
+        ]
+        # API conversions, then the new browser one, then the old page views (priority 1 was
+        # theirs), the one whose holder died among them
+        assert [(c.idempotency_key, c.source, c.twin, c.attempts) for c in claimed] == [
+            ("conv", API, None, 0), ("7", API, None, 0), ("new", BROWSER, None, 0),
+            ("pv", API, None, 0), ("leased", API, None, 0),
+        ]
+        await box.delivered([c.id for c in claimed], now)
+        figures = await box.queue_figures()
+        assert (figures.depth, figures.oldest) == ({("acme", 0): 1}, {("acme", 0): T0})
+        assert await box.next_due("acme") == T0 + 100  # "retry", waiting
+        stats = await box.stats()
+        assert (stats.queued, stats.retrying, stats.delivered, stats.dead) == (1, 1, 6, 1)
+
+        (retry,) = await box.claim("acme", 10, 30, T0 + 100)
+        assert (retry.idempotency_key, retry.attempts, retry.source) == ("retry", 1, API)
+        (dead,) = await box.dead_letters()
+        assert (dead.idempotency_key, dead.attempts, dead.last_status) == ("dead", 1, 422)
+        assert await box.replay([dead.id], T0 + 100) == 1
+        assert [c.idempotency_key for c in await box.claim("acme", 10, 30, T0 + 100)] == ["dead"]
+
+        # the old keys lapse when they expire; new ones are per event name
+        late = OLD_KEYS_UNTIL + 1
+        assert await box.enqueue([ev("pv", BROWSER, at=late), ev("conv", API, at=late)], late) == [
+            QUEUED, QUEUED,
+        ]  # fmt: skip
+        meta = await box.link.do(lambda r: r.hgetall("comet:{acme}:meta"))
+        assert meta == {b"layout": b"2", b"legacy_until": str(int(OLD_KEYS_UNTIL)).encode()}
+
+    run(redis_url, scenario)
+
+
+def test_a_read_only_script_upgrades_too_and_an_upgrade_happens_once(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    write_layout_1(redis_server)
+
+    async def scenario(box: RedisOutbox) -> None:
+        assert await box.next_due("acme") == T0  # the first touch
+        ready = await box.link.do(lambda r: r.zrange("comet:{acme}:ready:2", 0, -1))
+        assert ready == [b"2"]  # the old page view
+        await box.enqueue([ev("b", BROWSER)], T0)  # into ready:1, which is a browser's now
+        other = RedisOutbox(redis_url)  # another relay, later: nothing is upgraded again
+        await other.start()
+        try:
+            claimed = await other.claim("acme", 10, 30, T0)
+        finally:
+            await other.close()
+        assert [(c.idempotency_key, c.source) for c in claimed] == [
+            ("conv", API), ("b", BROWSER), ("pv", API)
+        ]
+
+    run(redis_url, scenario)
 
 
 CLAIMER = """
@@ -189,7 +421,7 @@ def test_a_tick_of_enqueues_is_one_round_trip_and_a_claim_one_script(
         answers = await asyncio.gather(
             *(box.enqueue([event(f"e{i}", space=("acme", "beta")[i % 2])], T0) for i in range(300))
         )
-        assert answers == [[True]] * 300
+        assert answers == [[QUEUED]] * 300
         assert sent == [2]  # one pipeline: one enqueue script per Space
         sent.clear()
         assert len(await box.claim("acme", 150, 30, T0)) == 150
@@ -223,7 +455,7 @@ def test_a_failing_script_is_unavailable_and_spares_other_spaces(
             return_exceptions=True,
         )
         assert isinstance(broken, Unavailable) and "WRONGTYPE" in broken.message
-        assert fine == [True]
+        assert fine == [QUEUED]
         with pytest.raises(Unavailable):
             await box.claim("acme", 10, 30, T0)
         assert await claim_keys(box, space="beta") == ["warm", "b"]

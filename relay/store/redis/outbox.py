@@ -19,9 +19,17 @@ from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
 from relay.redis_link import RedisLink, ok
 from relay.redis_link import number as _arg
-from relay.rules.events import PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent
-from relay.store.base import ChangePage, Claimed, DeadEvent, Enqueues, OutboxStats, QueueFigures
-from relay.store.redis.batch import Batch, ImportedEvent, answer
+from relay.rules.events import PRIORITIES, NewEvent, Source
+from relay.store.base import (
+    ChangePage,
+    Claimed,
+    DeadEvent,
+    Enqueued,
+    Enqueues,
+    OutboxStats,
+    QueueFigures,
+)
+from relay.store.redis.batch import Batch, ImportedEvent, ImportedKey, answer
 from relay.store.redis.changes import cursor, log_ends, merge, parse_cursor
 from relay.store.redis.ids import MAX_SPACES, event_id, split_id
 from relay.store.redis.scripts import SCRIPTS, SPACE_KEYS, text
@@ -62,7 +70,7 @@ class RedisOutbox(Lifecycle):
         )
         self._numbers: dict[str, int] = {}
         self._names: dict[int, str] = {}
-        self._batch: TickBatch[tuple[Sequence[NewEvent], float], list[bool]] = TickBatch(
+        self._batch: TickBatch[tuple[Sequence[NewEvent], float], list[Enqueued]] = TickBatch(
             self._flush
         )
         self._writes: set[asyncio.Task[None]] = set()
@@ -137,14 +145,14 @@ class RedisOutbox(Lifecycle):
 
     # enqueue ------------------------------------------------------------------------------
 
-    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[bool]:
-        """See `Outbox.enqueue`.
+    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[Enqueued]:
+        """See `Outbox.enqueue`; the rules are lua/enqueue.lua's, so each is atomic.
 
         The calls made in one event-loop tick share one pipeline: one enqueue script per
         Space, one round trip in all (after a Space's first, which registers it).
         """
         for e in events:
-            if e.priority not in (PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW):
+            if e.priority not in PRIORITIES:
                 raise ValueError(f"unknown priority {e.priority!r} of event {e.idempotency_key}")
         self.link.client()  # not started: Unavailable now, not in the flush
         return await self._batch.submit((events, now))
@@ -189,8 +197,10 @@ class RedisOutbox(Lifecycle):
                 attempts=int(flat[i + 3]),
                 received_at=float(flat[i + 4]),
                 lease_until=lease_until,
+                source=Source(text(flat[i + 6])),
+                twin=None if flat[i + 7] is None else bytes(flat[i + 7]),
             )
-            for i in range(0, len(flat), 6)
+            for i in range(0, len(flat), 8)
         ]
 
     async def delivered(self, ids: Sequence[int], now: float) -> None:
@@ -276,7 +286,7 @@ class RedisOutbox(Lifecycle):
 
     async def queue_figures(self) -> QueueFigures:
         """See `QueueAges.queue_figures`: one script per Space, all in one pipeline, each
-        reading the size and the first member of the Space's two queued:* indexes (and one
+        reading the size and the first member of the Space's three queued:* indexes (and one
         event each for its received_at), so a scrape costs O(Spaces x log queued).
 
         Events queued by a relay from before the indexes existed are added to them by the
@@ -288,9 +298,7 @@ class RedisOutbox(Lifecycle):
         figures = QueueFigures()
         for space, result in zip(spaces, await self.link.run(calls)):
             flat = ok(result)
-            for priority, depth, oldest in (
-                (PRIORITY_API_CONVERSION, flat[0], flat[1]), (PRIORITY_PAGE_VIEW, flat[2], flat[3])
-            ):
+            for priority, depth, oldest in zip(PRIORITIES, flat[0::2], flat[1::2], strict=True):
                 if int(depth) > 0:
                     figures.depth[(space, priority)] = int(depth)
                     if oldest is not None:
@@ -321,21 +329,23 @@ class RedisOutbox(Lifecycle):
         self,
         space: str,
         events: Sequence[ImportedEvent],
-        keys: Sequence[tuple[str, float]],
+        keys: Sequence[ImportedKey],
         now: float,
     ) -> int:
-        """Add queued or dead events of `space` with their history, and dedup keys; atomic.
+        """Add queued or dead events of `space` with their history and the dedup keys that
+        name them, and dedup keys whose event is not imported (`keys`); atomic.
 
-        For `relay.store.migrate`. An event whose `mark` was imported before is skipped, so
-        an interrupted migration can be run again; returns how many were added. A dedup key
-        keeps the later of its two expiries.
+        For `relay.store.migrate`. An event whose `mark` was imported before is skipped (its
+        keys came with it), so an interrupted migration can be run again; returns how many
+        were added. A dedup key keeps the later of its two expiries; one of `keys` does not
+        change the event an existing key names.
         """
         await self._number(space)
         args: list[Any] = [_arg(now), len(events)]
         for e in events:
             args += e.args()
-        for key, until in keys:
-            args += [key, _arg(until)]
+        for key in keys:
+            args += key.args()
         return int(await self._call("import", space, args))
 
     async def forget_imports(self, spaces: Iterable[str]) -> None:

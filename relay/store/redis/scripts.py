@@ -1,7 +1,9 @@
 """The outbox's Lua scripts, read from lua/ (package data, so an installed wheel has them).
 
-Each per-Space script is lua/prelude.lua followed by its own file, and gets the Space's keys,
-SPACE_KEYS in this order, as KEYS: the prelude names them K_SEQ, K_EV, ... by position.
+Each per-Space script is lua/prelude.lua, then lua/layout.lua (which upgrades a Space's data
+written by an older relay, the first time any script touches it), then its own file, and gets
+the Space's keys, SPACE_KEYS in this order, as KEYS: the prelude names them K_SEQ, K_EV, ... by
+position.
 Constants the scripts alone read (LOG_SECONDS, EXACT_SECONDS, import.lua's FIELDS) are
 defined in the Lua, once; what Python also needs (CHUNK, PROMOTE, ...) is passed as ARGV.
 """
@@ -11,8 +13,9 @@ from __future__ import annotations
 from relay.redis_link import Script, lua_source
 
 SPACE_KEYS = (
-    "seq", "ev", "ready:0", "ready:1", "readyat", "wait", "leased", "dead", "done", "done:s",
-    "done:n", "dedup", "counts", "migrated", "log", "queued:0", "queued:1",
+    "seq", "ev", "ready:0", "ready:1", "ready:2", "readyat", "wait", "leased", "dead", "done",
+    "done:s", "done:n", "dedup", "dedup:ev", "counts", "migrated", "log", "queued:0",
+    "queued:1", "queued:2", "meta",
 )  # fmt: skip
 SPACE_SCRIPTS = (
     "enqueue", "claim", "delivered", "retry", "dead", "release", "replay", "prune", "next_due",
@@ -25,7 +28,7 @@ def lua(name: str) -> str:
     return lua_source("relay.store.redis", f"lua/{name}.lua")
 
 
-PRELUDE = lua("prelude")
+PRELUDE = lua("prelude") + lua("layout")
 SCRIPTS = {
     s.name: s
     for s in [

@@ -1,7 +1,9 @@
--- Promote due waits and expired leases, then lease the first n: ready:0, then ready:1.
+-- Promote due waits and expired leases, then lease the first n: ready:0, then ready:1, then
+-- ready:2.
 -- Keys: ev ready:* readyat wait leased
 -- ARGV: now, n, lease_until, promote limit.
--- Returns seq, name, key, attempts, received_at, payload for each claimed event.
+-- Returns seq, name, key, attempts, received_at, payload, source, twin (false if none) for each
+-- claimed event.
 
 local now, n, lease_until = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 
@@ -16,7 +18,7 @@ promote(K_LEASED)
 promote(K_WAIT)
 
 local out, taken = {}, 0
-for _, ready in ipairs({K_READY0, K_READY1}) do
+for _, ready in ipairs({K_READY0, K_READY1, K_READY2}) do
   local skipped = 0  -- due later than this caller's now (its clock is behind the enqueuer's)
   while taken < n do
     local seqs = redis.call('ZRANGE', ready, skipped, skipped + n - taken - 1)
@@ -36,6 +38,8 @@ for _, ready in ipairs({K_READY0, K_READY1}) do
           out[#out + 1] = e.a
           out[#out + 1] = num(e.r)
           out[#out + 1] = e.b
+          out[#out + 1] = e.o
+          out[#out + 1] = e.w or false
           taken = taken + 1
         end
       end

@@ -1,5 +1,5 @@
 -- One chunk per call.
--- Keys: done done:s done:n dedup counts
+-- Keys: done done:s done:n dedup dedup:ev counts
 -- ARGV: delivered_before, now, chunk. Returns {events deleted, entries handled (go on while any
 -- kind reached `chunk`), dedup keys deleted}. A second s holds deliveries in [s, s + 1): its
 -- count goes when s + 1 <= delivered_before.
@@ -22,5 +22,8 @@ if cutoff > (tonumber(redis.call('HGET', K_COUNTS, 'pruned_before')) or -math.hu
   redis.call('HSET', K_COUNTS, 'pruned_before', num(cutoff))
 end
 local expired = redis.call('ZRANGEBYSCORE', K_DEDUP, '-inf', ARGV[2], 'LIMIT', 0, chunk)
-if #expired > 0 then redis.call('ZREM', K_DEDUP, unpack(expired)) end
+if #expired > 0 then
+  redis.call('ZREM', K_DEDUP, unpack(expired))
+  redis.call('HDEL', K_DEDUP_EV, unpack(expired))
+end
 return {events, math.max(moved, #exact, #seconds), #expired}
