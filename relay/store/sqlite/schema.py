@@ -37,7 +37,10 @@ def private_file(path: str) -> None:
     if path == ":memory:":
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    # Only a new file is opened here: closing any descriptor of a file drops every POSIX
+    # lock this process holds on it, the locks of SQLite's own connections included.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     for name in (path, f"{path}-wal", f"{path}-shm"):
         with contextlib.suppress(FileNotFoundError, PermissionError):
             if os.stat(name).st_mode & 0o077:
