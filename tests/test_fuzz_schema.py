@@ -384,7 +384,7 @@ clients = st.builds(
     # what the peer address (or a trusted proxy's X-Forwarded-For) may be, words included
     ip=st.none() | st.ip_addresses().map(str) | st.sampled_from(["unknown", "_hidden", ""]),
     user_agent=st.none() | texts(),  # an HTTP header holds no NUL
-    comet_token=texts(min_size=1),
+    comet_token=texts(min_size=1, max_size=64),  # the relay signs 16 to 64 characters
 )
 
 

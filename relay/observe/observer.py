@@ -74,8 +74,9 @@ class Observer:
                                  reason=f"by API event {r.key}, with its fields")
         if r.outcome == "accepted":
             return
-        key, other, reason = shown(r.key or "-"), shown(r.other), shown(r.reason)
-        extra = {"space": r.space, "source": r.source, "outcome": r.outcome, "event_id": key}
+        event_id = None if r.key is None else shown(r.key)
+        key, other, reason = event_id or "-", shown(r.other), shown(r.reason)
+        extra = {"space": r.space, "source": r.source, "outcome": r.outcome, "event_id": event_id}
         if r.outcome == "rejected":
             extra["reason"] = reason
             log.info("refused %s event %s of Space %s: %s", r.source, key, r.space, reason,
