@@ -386,3 +386,13 @@ def test_only_the_first_unknown_fields_get_a_did_you_mean() -> None:
     hinted = [name for name in errors if "did you mean" in errors[name][0]]
     assert len(hinted) == rules.MAX_HINTS
     assert set(errors) >= {"emial", *(f"amout{i}" for i in range(6))}  # all still named
+
+
+def test_an_answer_lists_at_most_50_fields_however_many_are_wrong() -> None:
+    event = with_(**{f"bogus_{n:05d}": n for n in range(3000)})
+    _, errors = rules.validate(event, CUSTOM)
+    assert len(errors) == 51 and "and 2950 more fields" in errors[rules.BODY][0]
+    with pytest.raises(Invalid) as refused:
+        rules.check(event, CUSTOM)
+    body = json.dumps(refused.value.body())
+    assert len(body) < 16_000  # the body sent is about 60 KB

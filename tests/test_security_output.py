@@ -103,3 +103,18 @@ def test_outbox_tail_and_dead_show_keys_and_messages_escaped() -> None:
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text)
     assert "\n" not in line and "k\\x1b[31mred" in line
     assert len(shown("a" * 10_000)) < 300
+
+
+def test_an_error_answer_is_never_much_larger_than_the_body(tmp_path: Path) -> None:
+    config = write_config(tmp_path, [Space()], relay_extra="browser_rate_limit_per_minute = 100000")
+    with RelayProcess(config) as relay:
+        api = {"event_name": "purchase", **{f"bogus_field_{n:04d}": n for n in range(2000)}}
+        body = json.dumps(api).encode()
+        r = httpx.post(f"{relay.url}/public-api/v1/events/track", content=body, timeout=10,
+                       headers={"Authorization": "Bearer key-acme-write"})
+        assert r.status_code == 422 and len(r.content) < len(body) // 2
+        sent = [{"event_name": "purchase", **{f"b{n:03d}": 1 for n in range(60)}}] * 50
+        raw = json.dumps({"e": sent}).encode()
+        answer = browser(relay, sent, "198.51.100.99")
+        # 5 problems of each of 50 events: of the order of the body, never ten times it
+        assert answer.status_code == 202 and len(answer.content) < 2 * len(raw)

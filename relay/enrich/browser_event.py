@@ -21,6 +21,7 @@ from relay.rules.fields import COMET_FIELDS
 RELAY_ONLY: frozenset[str] = frozenset({"ip", "user_agent", "comet_token", "idempotency_key"})
 MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
 MAX_CLOCK_SKEW_SECONDS = 300
+MAX_LISTED = 5  # fields whose problems the answer lists, per refused event
 
 UTM_PARAMS: Mapping[str, str] = {
     "utm_source": "comet_source",
@@ -91,8 +92,9 @@ def browser_event(
         event["user_agent"] = client.user_agent[:MAX_USER_AGENT]
     event["comet_token"] = client.comet_token
     event["event_time"] = event_time(sent.get("event_time"), now)
-    # The snippet sends no unknown fields; a batch of 50 forged events gets few hints.
-    checked, errors = rules.validate(event, custom_events, hints=1)
+    # The snippet sends no unknown fields: a batch of 50 forged events gets few hints, and
+    # few problems each, so that the answer stays small.
+    checked, errors = rules.validate(event, custom_events, hints=1, listed=MAX_LISTED)
     if "idempotency_key" in errors:
         errors["event_id"] = errors.pop("idempotency_key")
     return checked, errors

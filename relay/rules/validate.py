@@ -22,6 +22,7 @@ from typing import TypeGuard
 
 from relay.errors import Invalid
 from relay.rules.fields import (
+    BODY,
     CUSTOM_EVENT_COUNT,
     CUSTOM_EVENTS,
     EMAIL_PATTERN,
@@ -44,6 +45,7 @@ from relay.rules.hints import event_hint, unknown_field
 from relay.rules.messages import clip, wrong_type
 
 _KINDS = dict(FIELDS)  # a plain dict: looked up for every field of every event
+MAX_LISTED = 50  # fields whose problems one answer lists
 _EMAIL = re.compile(EMAIL_PATTERN)
 _URL = re.compile(URL_PATTERN)
 _NUMBER_TEXT = re.compile(NUMBER_TEXT_PATTERN)
@@ -56,7 +58,11 @@ _EVENT_NAME_REQUIRED = (
 
 
 def validate(
-    data: Mapping[str, object], custom_events: frozenset[str], *, hints: int = MAX_HINTS
+    data: Mapping[str, object],
+    custom_events: frozenset[str],
+    *,
+    hints: int = MAX_HINTS,
+    listed: int = MAX_LISTED,
 ) -> tuple[dict[str, object], dict[str, list[str]]]:
     """Check an event against the contract; returns (the cleaned event, every problem).
 
@@ -64,7 +70,8 @@ def validate(
     are not normalised. The problems map a field name to its messages, and are empty when
     the event is valid. `custom_events` are the `custom_event_N` names the Space configured.
     The first `hints` unknown fields get a "did you mean" (a fuzzy match costs up to half a
-    millisecond: a body of thousands of unknown names must not buy seconds of CPU).
+    millisecond: a body of thousands of unknown names must not buy seconds of CPU), and the
+    problems of at most `listed` fields are listed, the rest counted under `BODY`.
     """
     event: dict[str, object] = {}
     errors: dict[str, list[str]] = {}
@@ -94,7 +101,19 @@ def validate(
         _add(errors, "fingerprint", "is required together with ip: send both, or neither.")
     elif not (has_ip or "email" in event or "comet_token" in event):
         _add(errors, "email", IDENTIFICATION_MESSAGE)
-    return event, errors
+    return event, _bounded(errors, listed)
+
+
+def _bounded(errors: dict[str, list[str]], most: int) -> dict[str, list[str]]:
+    """At most `most` fields' problems (a body of thousands of bad fields must not buy an
+    answer many times its size); the rest are counted under `BODY`."""
+    if len(errors) <= most:
+        return errors
+    shown = dict(list(errors.items())[:most])
+    shown.setdefault(BODY, []).append(
+        f"and {len(errors) - most} more fields with problems, not listed: fix these first."
+    )
+    return shown
 
 
 def check(data: Mapping[str, object], custom_events: frozenset[str]) -> dict[str, object]:
