@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 
 from relay.observe.metrics import Metrics
+from relay.rules.events import PRIORITY_API_CONVERSION as CONVERSION
+from relay.rules.events import PRIORITY_BROWSER_CONVERSION as BROWSER_CONVERSION
+from relay.rules.events import PRIORITY_PAGE_VIEW as PAGE_VIEW
 from relay.store import Outbox, open_outbox
-from relay.store.base import PRIORITY_API_CONVERSION as CONVERSION
-from relay.store.base import PRIORITY_BROWSER_CONVERSION as BROWSER_CONVERSION
-from relay.store.base import PRIORITY_PAGE_VIEW as PAGE_VIEW
 from relay.store.base import Enqueued, NewEvent, OutboxStats, Outcome, QueueAges, QueueFigures
 from relay.store.redis import RedisOutbox
 from tests.redis_server import RedisServer

@@ -22,8 +22,9 @@ from typing import TypeVar
 import pytest
 
 from relay.errors import Unavailable
+from relay.rules.events import PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW
 from relay.store import Outbox, open_outbox
-from relay.store.base import PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW, Enqueued, NewEvent
+from relay.store.base import Enqueued, NewEvent
 from relay.store.sqlite import CLAIM, SQLiteOutbox
 
 T = TypeVar("T")

@@ -43,16 +43,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from relay.rules.fields import FIELDS
-from relay.store.base import (
+from relay.rules.events import (
     PRIORITY_API_CONVERSION,
     PRIORITY_BROWSER_CONVERSION,
     PRIORITY_PAGE_VIEW,
-    Outbox,
-    OutboxStats,
-    QueueAges,
-    QueueFigures,
 )
+from relay.rules.fields import FIELDS
+from relay.store.base import Outbox, OutboxStats, QueueAges, QueueFigures
 
 log = logging.getLogger("relay")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

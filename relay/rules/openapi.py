@@ -16,46 +16,41 @@ import copy
 from collections.abc import Iterable
 
 from relay import __version__
-from relay.rules.fields import (
-    BODY,
-    CUSTOM_EVENT_PATTERN,
-    CUSTOM_EVENTS,
-    EMAIL_PATTERN,
-    FIELDS,
-    MAX_EMAIL_LENGTH,
-    MAX_EVENT_TIME_SECONDS,
-    MAX_IDEMPOTENCY_KEY_LENGTH,
-    MAX_NUMBER,
-    MAX_NUMBER_TEXT_LENGTH,
-    MAX_TEXT_LENGTH,
-    MAX_TOKEN_LENGTH,
-    NUMBER_TEXT_PATTERN,
-    STANDARD_EVENTS,
-    URL_PATTERN,
-    Kind,
-)
+from relay.rules import fields
+from relay.rules.fields import BODY, FIELDS, Kind
 
 Schema = dict[str, object]
 
 # Text holds no NUL: valid JSON as \u0000, but refused by the rules (no upstream keeps it).
 NO_NUL_PATTERN = r"^[^\x00]*$"
 _STRING: Schema = {"type": "string"}
-_TEXT: Schema = {"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": NO_NUL_PATTERN}
-_NUMBER: Schema = {"type": "number", "minimum": -MAX_NUMBER, "maximum": MAX_NUMBER}
+_TEXT: Schema = {"type": "string", "maxLength": fields.MAX_TEXT_LENGTH, "pattern": NO_NUL_PATTERN}
+_NUMBER: Schema = {"type": "number", "minimum": -fields.MAX_NUMBER, "maximum": fields.MAX_NUMBER}
 # A header value as sent and as read back: visible ASCII, with inner spaces and tabs.
 HEADER_SAFE_PATTERN = r"^[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?$"
 _KIND_SCHEMAS: dict[Kind, Schema] = {
     Kind.TEXT: _TEXT,
     Kind.TOKEN: {
-        "type": "string", "minLength": 1, "maxLength": MAX_TOKEN_LENGTH, "pattern": NO_NUL_PATTERN
+        "type": "string",
+        "minLength": 1,
+        "maxLength": fields.MAX_TOKEN_LENGTH,
+        "pattern": NO_NUL_PATTERN,
     },
-    Kind.EMAIL: {"type": "string", "maxLength": MAX_EMAIL_LENGTH, "pattern": EMAIL_PATTERN},
+    Kind.EMAIL: {
+        "type": "string",
+        "maxLength": fields.MAX_EMAIL_LENGTH,
+        "pattern": fields.EMAIL_PATTERN,
+    },
     Kind.IP: {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-    Kind.URL: {"type": "string", "maxLength": MAX_TEXT_LENGTH, "pattern": URL_PATTERN},
+    Kind.URL: {
+        "type": "string",
+        "maxLength": fields.MAX_TEXT_LENGTH,
+        "pattern": fields.URL_PATTERN,
+    },
     Kind.EVENT_TIME: {
         "anyOf": [
             {"type": "string", "format": "date-time"},
-            {"type": "number", "minimum": 0, "maximum": MAX_EVENT_TIME_SECONDS},
+            {"type": "number", "minimum": 0, "maximum": fields.MAX_EVENT_TIME_SECONDS},
         ]
     },
     Kind.NUMBER: _NUMBER,
@@ -63,14 +58,18 @@ _KIND_SCHEMAS: dict[Kind, Schema] = {
     Kind.NUMERIC: {
         "anyOf": [
             _NUMBER,
-            {"type": "string", "maxLength": MAX_NUMBER_TEXT_LENGTH, "pattern": NUMBER_TEXT_PATTERN},
+            {
+                "type": "string",
+                "maxLength": fields.MAX_NUMBER_TEXT_LENGTH,
+                "pattern": fields.NUMBER_TEXT_PATTERN,
+            },
         ]
     },
     Kind.DATE: {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]},
     Kind.IDEMPOTENCY_KEY: {
         "type": "string",
         "minLength": 1,
-        "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+        "maxLength": fields.MAX_IDEMPOTENCY_KEY_LENGTH,
         "pattern": NO_NUL_PATTERN,
     },
 }
@@ -238,13 +237,16 @@ def event_schema(custom_events: Iterable[str] | None = None) -> Schema:
 
 
 def _event_name(custom_events: Iterable[str] | None) -> Schema:
-    standard = sorted(STANDARD_EVENTS)
+    standard = sorted(fields.STANDARD_EVENTS)
     if custom_events is not None:
         return {
             "type": "string",
-            "enum": standard + sorted(CUSTOM_EVENTS.intersection(custom_events)),
+            "enum": standard + sorted(fields.CUSTOM_EVENTS.intersection(custom_events)),
         }
-    return {"type": "string", "anyOf": [{"enum": standard}, {"pattern": CUSTOM_EVENT_PATTERN}]}
+    return {
+        "type": "string",
+        "anyOf": [{"enum": standard}, {"pattern": fields.CUSTOM_EVENT_PATTERN}],
+    }
 
 
 def _nullable(schema: Schema) -> Schema:

@@ -21,24 +21,14 @@ from datetime import date, datetime
 from typing import TypeGuard
 
 from relay.errors import Invalid
+from relay.rules import fields
 from relay.rules.fields import (
     BODY,
     CUSTOM_EVENT_COUNT,
     CUSTOM_EVENTS,
-    EMAIL_PATTERN,
     FIELDS,
     IDENTIFICATION_MESSAGE,
-    MAX_EMAIL_LENGTH,
-    MAX_EVENT_TIME_SECONDS,
-    MAX_HINTS,
-    MAX_IDEMPOTENCY_KEY_LENGTH,
-    MAX_NUMBER,
-    MAX_NUMBER_TEXT_LENGTH,
-    MAX_TEXT_LENGTH,
-    MAX_TOKEN_LENGTH,
-    NUMBER_TEXT_PATTERN,
     STANDARD_EVENTS,
-    URL_PATTERN,
     Kind,
 )
 from relay.rules.hints import event_hint, unknown_field
@@ -46,9 +36,9 @@ from relay.rules.messages import clip, wrong_type
 
 _KINDS = dict(FIELDS)  # a plain dict: looked up for every field of every event
 MAX_LISTED = 50  # fields whose problems one answer lists
-_EMAIL = re.compile(EMAIL_PATTERN)
-_URL = re.compile(URL_PATTERN)
-_NUMBER_TEXT = re.compile(NUMBER_TEXT_PATTERN)
+_EMAIL = re.compile(fields.EMAIL_PATTERN)
+_URL = re.compile(fields.URL_PATTERN)
+_NUMBER_TEXT = re.compile(fields.NUMBER_TEXT_PATTERN)
 _HOLDS_NUL = "holds a NUL character (\\u0000), which no text may hold: remove it."
 _STANDARD_LIST = ", ".join(sorted(STANDARD_EVENTS))
 _EVENT_NAME_REQUIRED = (
@@ -61,7 +51,7 @@ def validate(
     data: Mapping[str, object],
     custom_events: frozenset[str],
     *,
-    hints: int = MAX_HINTS,
+    hints: int = fields.MAX_HINTS,
     listed: int = MAX_LISTED,
 ) -> tuple[dict[str, object], dict[str, list[str]]]:
     """Check an event against the contract; returns (the cleaned event, every problem).
@@ -163,7 +153,7 @@ def _check_event_name(value: object, custom_events: frozenset[str]) -> str | Non
 def _check_text(value: object) -> str | None:
     if not isinstance(value, str):
         return wrong_type("a string", value)
-    return _too_long(value, MAX_TEXT_LENGTH)
+    return _too_long(value, fields.MAX_TEXT_LENGTH)
 
 
 def _check_token(value: object) -> str | None:
@@ -171,7 +161,7 @@ def _check_token(value: object) -> str | None:
         return wrong_type("a string", value)
     if not value:
         return "must not be empty: send the value, or leave the field out."
-    return _too_long(value, MAX_TOKEN_LENGTH)
+    return _too_long(value, fields.MAX_TOKEN_LENGTH)
 
 
 def _too_long(value: str, most: int) -> str | None:
@@ -183,8 +173,8 @@ def _too_long(value: str, most: int) -> str | None:
 def _check_email(value: object) -> str | None:
     if not isinstance(value, str):
         return wrong_type("a string holding an email address", value)
-    if len(value) > MAX_EMAIL_LENGTH:
-        return f"is {len(value)} characters long: an email address has at most {MAX_EMAIL_LENGTH}."
+    if len(value) > fields.MAX_EMAIL_LENGTH:
+        return f"is {len(value)} characters long: an email address has at most {fields.MAX_EMAIL_LENGTH}."
     if _EMAIL.fullmatch(value) is None:
         return _not(
             value,
@@ -244,7 +234,7 @@ def _check_event_time(value: object) -> str | None:
         return "must be a finite number of seconds since 1970-01-01T00:00:00Z."
     if value < 0:
         return "must not be negative: send Unix time in seconds since 1970-01-01T00:00:00Z."
-    if value > MAX_EVENT_TIME_SECONDS:
+    if value > fields.MAX_EVENT_TIME_SECONDS:
         return (
             f"{clip(repr(value))} is too large for Unix time in seconds and looks like "
             "milliseconds: divide it by 1000."
@@ -272,17 +262,17 @@ def _check_numeric(value: object) -> str | None:
         return _in_range(value)
     if not isinstance(value, str):
         return wrong_type("a number, or a string holding one", value)
-    if len(value) > MAX_NUMBER_TEXT_LENGTH or not _is_number_text(value):
+    if len(value) > fields.MAX_NUMBER_TEXT_LENGTH or not _is_number_text(value):
         return _not(value, "a number", 'send one like 500 or "500".')
     return None  # a string: its size is bounded, its value is the upstream's to read
 
 
 def _in_range(value: float) -> str | None:
-    """A finite number of at most MAX_NUMBER either way."""
+    """A finite number of at most fields.MAX_NUMBER either way."""
     if not _is_finite(value):
         return "must be a finite number."
-    if abs(value) > MAX_NUMBER:
-        return f"is out of range: a number here is at most 10^15 either way ({MAX_NUMBER:.0e})."
+    if abs(value) > fields.MAX_NUMBER:
+        return f"is out of range: a number here is at most 10^15 either way ({fields.MAX_NUMBER:.0e})."
     return None
 
 
@@ -303,10 +293,10 @@ def _check_idempotency_key(value: object) -> str | None:
         return wrong_type("a string", value)
     if not value:
         return "must not be empty: send a key unique to this event, or leave the field out."
-    if len(value) > MAX_IDEMPOTENCY_KEY_LENGTH:
+    if len(value) > fields.MAX_IDEMPOTENCY_KEY_LENGTH:
         return (
             f"is {len(value)} characters long: an idempotency key has at most "
-            f"{MAX_IDEMPOTENCY_KEY_LENGTH}."
+            f"{fields.MAX_IDEMPOTENCY_KEY_LENGTH}."
         )
     return None
 

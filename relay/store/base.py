@@ -16,26 +16,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from relay.lifecycle import Runs
-from relay.rules.events import (
-    PRIORITIES,
-    PRIORITY_API_CONVERSION,
-    PRIORITY_BROWSER_CONVERSION,
-    PRIORITY_PAGE_VIEW,
-    NewEvent,
-    Source,
-)
+from relay.lifecycle import Lifecycle, Runs
+from relay.rules.events import NewEvent, Source
 from relay.rules.twins import merged_payload
-from relay.tick import Pending
+from relay.tick import Pending, TickBatch
 
-__all__ = [  # defined by the rules, used by every backend
-    "PRIORITIES",
-    "PRIORITY_API_CONVERSION",
-    "PRIORITY_BROWSER_CONVERSION",
-    "PRIORITY_PAGE_VIEW",
-    "NewEvent",
-    "Source",
-]
+__all__ = ["NewEvent", "Source"]  # defined by the rules, taken by every backend
 
 class Outcome(StrEnum):
     """What `Outbox.enqueue` made of one event."""
@@ -63,6 +49,31 @@ QUEUED = Enqueued(Outcome.QUEUED)
 Enqueues = Pending[tuple[Sequence[NewEvent], float], list[Enqueued]]
 """The enqueue calls of one event-loop tick, which a backend writes together: each is
 ((events, now), the future of its answer); see `relay.tick.TickBatch`."""
+
+
+class TickBatchedOutbox(Lifecycle):
+    """The enqueue both backends share: the calls made in one event-loop tick go to the
+    backend's `_flush` together (one writer job, one pipeline), each waiting for its answer.
+
+    A backend implements `_flush(pending)`, which must settle every future of `pending`, and
+    `_check(events)`, which refuses what it cannot store before anything is queued.
+    """
+
+    def __init__(self) -> None:
+        self._batch: TickBatch[tuple[Sequence[NewEvent], float], list[Enqueued]] = TickBatch(
+            self._flush
+        )
+
+    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[Enqueued]:
+        """See `Outbox.enqueue`."""
+        self._check(events)
+        return await self._batch.submit((events, now))
+
+    def _check(self, events: Sequence[NewEvent]) -> None:
+        """Raise before anything is queued for events the backend cannot store."""
+
+    def _flush(self, pending: Enqueues) -> None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from typing import Any
 from redis import asyncio as aioredis
 
 from relay.errors import Unavailable
-from relay.lifecycle import Lifecycle
 from relay.redis_link import RedisLink, ok
 from relay.redis_link import number as _arg
 from relay.rules.events import PRIORITIES, NewEvent, Source
@@ -24,16 +23,16 @@ from relay.store.base import (
     ChangePage,
     Claimed,
     DeadEvent,
-    Enqueued,
     Enqueues,
     OutboxStats,
     QueueFigures,
+    TickBatchedOutbox,
 )
 from relay.store.redis.batch import Batch, ImportedEvent, ImportedKey, answer
 from relay.store.redis.changes import cursor, log_ends, merge, parse_cursor
 from relay.store.redis.ids import MAX_SPACES, event_id, split_id
 from relay.store.redis.scripts import SCRIPTS, SPACE_KEYS, text
-from relay.tick import TickBatch, fail_all
+from relay.tick import fail_all
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ PROMOTE = 1000  # due retries and expired leases made claimable per claim, at mo
 BUCKETS = ("queued", "retrying", "delivered", "dead")
 
 
-class RedisOutbox(Lifecycle):
+class RedisOutbox(TickBatchedOutbox):
     """The Outbox on Redis; see `relay.store.base.Outbox` for the contract, and the package
     docstring (relay.store.redis) for the keys and scripts.
 
@@ -61,6 +60,7 @@ class RedisOutbox(Lifecycle):
         connect_timeout: float = 2.0,
         close_timeout: float = 10.0,
     ) -> None:
+        super().__init__()
         self.url = url
         self.prefix = prefix
         self.close_timeout = close_timeout
@@ -70,9 +70,6 @@ class RedisOutbox(Lifecycle):
         )
         self._numbers: dict[str, int] = {}
         self._names: dict[int, str] = {}
-        self._batch: TickBatch[tuple[Sequence[NewEvent], float], list[Enqueued]] = TickBatch(
-            self._flush
-        )
         self._writes: set[asyncio.Task[None]] = set()
 
     # connection -----------------------------------------------------------------------
@@ -145,17 +142,15 @@ class RedisOutbox(Lifecycle):
 
     # enqueue ------------------------------------------------------------------------------
 
-    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[Enqueued]:
-        """See `Outbox.enqueue`; the rules are lua/enqueue.lua's, so each is atomic.
+    # `enqueue` (TickBatchedOutbox): the rules are lua/enqueue.lua's, so each is atomic. The
+    # calls made in one event-loop tick share one pipeline: one enqueue script per Space, one
+    # round trip in all (after a Space's first, which registers it).
 
-        The calls made in one event-loop tick share one pipeline: one enqueue script per
-        Space, one round trip in all (after a Space's first, which registers it).
-        """
+    def _check(self, events: Sequence[NewEvent]) -> None:
         for e in events:
             if e.priority not in PRIORITIES:
                 raise ValueError(f"unknown priority {e.priority!r} of event {e.idempotency_key}")
         self.link.client()  # not started: Unavailable now, not in the flush
-        return await self._batch.submit((events, now))
 
     def _flush(self, pending: Enqueues) -> None:
         task = asyncio.ensure_future(self._write(pending))

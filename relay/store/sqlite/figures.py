@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import sqlite3
 
-from relay.store.base import (
+from relay.rules.events import (
     PRIORITY_API_CONVERSION,
     PRIORITY_BROWSER_CONVERSION,
     PRIORITY_PAGE_VIEW,
-    QueueFigures,
 )
+from relay.store.base import QueueFigures
 
 # Both stay inside the claim index's (space, priority) range
 QUEUED_OF_PRIORITY = """

@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from relay.errors import Unavailable
-from relay.lifecycle import Lifecycle
-from relay.rules.events import NewEvent, Source
+from relay.rules.events import Source
 from relay.store.base import (
     ChangePage,
     Claimed,
@@ -24,13 +23,14 @@ from relay.store.base import (
     Enqueues,
     OutboxStats,
     QueueFigures,
+    TickBatchedOutbox,
 )
 from relay.store.sqlite.changes import STEPS_KEPT_SECONDS, parse_cursor, present, read_page
 from relay.store.sqlite.enqueue import enqueue
 from relay.store.sqlite.figures import read_figures
 from relay.store.sqlite.schema import open_file
 from relay.store.sqlite.writer import CHECKPOINT_SECONDS, Checkpointer, GroupCommitter
-from relay.tick import TickBatch, fail_all
+from relay.tick import fail_all
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ LIMIT ?
 """
 
 
-class SQLiteOutbox(Lifecycle):
+class SQLiteOutbox(TickBatchedOutbox):
     """The Outbox on one SQLite file; see `relay.store.base.Outbox` for the contract.
 
     `commits` counts the write transactions committed so far (tests and benchmarks compare it
@@ -63,6 +63,7 @@ class SQLiteOutbox(Lifecycle):
         close_timeout: float = 10.0,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
+        super().__init__()
         self.path = path
         self.busy_timeout = busy_timeout
         self.close_timeout = close_timeout
@@ -72,9 +73,6 @@ class SQLiteOutbox(Lifecycle):
         self._commits_before = 0  # by writers of earlier start/close cycles
         self._reader: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
-        self._batch: TickBatch[tuple[Sequence[NewEvent], float], list[Enqueued]] = TickBatch(
-            self._flush
-        )
 
     @property
     def commits(self) -> int:
@@ -129,14 +127,9 @@ class SQLiteOutbox(Lifecycle):
         except sqlite3.Error as exc:
             raise Unavailable(f"The outbox could not read: {exc}") from exc
 
-    async def enqueue(self, events: Sequence[NewEvent], now: float) -> list[Enqueued]:
-        """See `Outbox.enqueue`; a new event is due at `now`.
-
-        Calls made in the same event-loop tick share one writer job (see `_flush`), so a
-        burst of requests costs one savepoint and a few `executemany` calls, not dozens of
-        statements each.
-        """
-        return await self._batch.submit((events, now))
+    # `enqueue` (TickBatchedOutbox): calls made in the same event-loop tick share one writer
+    # job (see `_flush`), so a burst of requests costs one savepoint and a few `executemany`
+    # calls, not dozens of statements each.
 
     def _flush(self, pending: Enqueues) -> None:
         try:
