@@ -128,7 +128,7 @@ def stack(tmp_path: Path, site: Site, request: pytest.FixtureRequest) -> Iterato
                         "upstream_rate_per_minute = 60000\n"
                         "rate_limit_per_minute = 100000\n"
                         'custom_events = ["custom_event_3"]\n'
-                    )
+                    ),
                 )
             ],
         )
@@ -162,11 +162,24 @@ class Wire:
         return [e["event_id"] for e in self.events() if name is None or e["event_name"] == name]
 
 
+FBEVENTS = Path(__file__).resolve().parent / "pages" / "fbevents.js"
+
+
 class Browsing:
-    """A fresh browser context (cookies, storage) with its wire log and the page errors seen."""
+    """A fresh browser context (cookies, storage) with its wire log and the page errors seen.
+
+    Meta's fbevents.js, which the pixel's base code loads from connect.facebook.net, is
+    answered with the local stand-in e2e/pages/fbevents.js (this machine has no Internet).
+    """
 
     def __init__(self, browser: Browser, **options: Any) -> None:
         self.context = browser.new_context(**options)
+        self.context.route(
+            "https://connect.facebook.net/**",
+            lambda route: route.fulfill(
+                body=FBEVENTS.read_text(), content_type="application/javascript"
+            ),
+        )
         self.wire = Wire(self.context)
         self.errors: list[str] = []
         self.page = self.new_page()
