@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +50,35 @@ def browser() -> Iterator[Browser]:
         )
         yield browser
         browser.close()
+
+
+FRONTEND = Path(__file__).resolve().parent / "frontend"
+
+
+@pytest.fixture(scope="session")
+def frontend() -> Path:
+    """e2e/frontend/node_modules: the real front-end packages of the SPA, form and Partytown
+    pages, at the versions of e2e/frontend/package-lock.json, installed with `npm ci` from the
+    npm registry when the lockfile changed since the last install (as scripts/build-snippet
+    does for its tools). Skipped without npm, which CI turns into a failure."""
+    modules = FRONTEND / "node_modules"
+    lock = FRONTEND / "package-lock.json"
+    stamp = modules / ".installed-lock"
+    if stamp.is_file() and stamp.read_bytes() == lock.read_bytes():
+        return modules
+    if shutil.which("npm") is None:
+        pytest.skip("the front-end test pages need npm to install their packages")
+    install = subprocess.run(
+        ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=FRONTEND,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert install.returncode == 0, f"npm ci in e2e/frontend failed:\n{install.stderr}"
+    stamp.write_bytes(lock.read_bytes())
+    return modules
 
 
 @pytest.fixture(scope="session")
