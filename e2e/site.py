@@ -46,7 +46,7 @@ class Site:
         self.relay = ""  # the relay's origin, set by each test's fixture
         self.rewrites: dict[str, str] = {}  # old -> new text in every page, reset for each test
         self.headers: dict[str, str] = {}  # extra response headers of every page, idem
-        app = Starlette(routes=[Route("/{name:path}", self._file)])
+        app = Starlette(routes=[Route("/{name:path}", self._file, methods=["GET", "POST"])])
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
