@@ -193,3 +193,27 @@ def test_mirroring_off(stack: Stack, browsing: Callable[..., Browsing]) -> None:
     [event_id] = b.wire.ids("purchase")
     assert event_id != "not-mirrored"
     assert [c[3] for c in pixel_calls(b.page)] == [{"eventID": "not-mirrored"}]
+
+
+def test_the_currency_goes_to_the_pixel_with_the_value_and_not_upstream(
+    stack: Stack, browsing: Callable[..., Browsing]
+) -> None:
+    """data-currency on the tag, or currency in the call (which wins), as Meta expects it."""
+    stack.tag('data-currency="USD"')
+    b = browsing()
+    b.page.goto(stack.url("pixel.html"))
+    loaded(b.page)
+    pixel_ready(b.page)
+    b.page.evaluate("""() => {
+        comet('track', 'purchase', {amount: 49, event_id: 'usd-49'});
+        comet('track', 'purchase', {amount: 20, currency: 'EUR', event_id: 'eur-20'});
+    }""")
+    until(b.page, lambda: len(pixel_calls(b.page)) == 2, what="two pixel purchases")
+    assert pixel_calls(b.page) == [
+        ["track", "Purchase", {"value": 49, "currency": "USD"}, {"eventID": "usd-49"}],
+        ["track", "Purchase", {"value": 20, "currency": "EUR"}, {"eventID": "eur-20"}],
+    ]
+    for key in ("usd-49", "eur-20"):
+        [event] = purchases(stack, key)
+        assert "currency" not in event
+    assert not [e for e in b.wire.events() if "currency" in e]
