@@ -505,3 +505,12 @@ def test_the_api_is_unchanged_beside_the_browser_routes(relay: RelayProcess) -> 
 
 def test_relay_log_has_no_tracebacks(relay: RelayProcess) -> None:
     assert "Traceback" not in Path(relay.log).read_text()
+
+
+def test_the_stub_line_is_served_beside_the_snippet(relay: RelayProcess) -> None:
+    """For a page whose Content-Security-Policy allows no inline script (docs/snippet.md)."""
+    r = httpx.get(f"{relay.url}/comet-stub.js", headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/javascript")
+    assert r.content == (Path(__file__).resolve().parent.parent / "static" / "comet-stub.js").read_bytes()
+    assert "max-age" in r.headers["cache-control"] and r.headers["etag"]
