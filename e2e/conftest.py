@@ -172,6 +172,7 @@ def stack(tmp_path: Path, site: Site, request: pytest.FixtureRequest) -> Iterato
             stack = Stack(relay, upstream, site)
             site.relay = stack.relay_origin
             site.rewrites = {}
+            site.headers = {}
             yield stack
 
 
