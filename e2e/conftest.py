@@ -209,7 +209,9 @@ class Browsing:
         self.context.route(
             "https://connect.facebook.net/**",
             lambda route: route.fulfill(
-                body=FBEVENTS.read_text(), content_type="application/javascript"
+                body=FBEVENTS.read_text(),
+                content_type="application/javascript",
+                headers={"Access-Control-Allow-Origin": "*"},  # as Meta's (Partytown fetches it)
             ),
         )
         self.wire = Wire(self.context)
