@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +50,35 @@ def browser() -> Iterator[Browser]:
         )
         yield browser
         browser.close()
+
+
+FRONTEND = Path(__file__).resolve().parent / "frontend"
+
+
+@pytest.fixture(scope="session")
+def frontend() -> Path:
+    """e2e/frontend/node_modules: the real front-end packages of the SPA, form and Partytown
+    pages, at the versions of e2e/frontend/package-lock.json, installed with `npm ci` from the
+    npm registry when the lockfile changed since the last install (as scripts/build-snippet
+    does for its tools). Skipped without npm, which CI turns into a failure."""
+    modules = FRONTEND / "node_modules"
+    lock = FRONTEND / "package-lock.json"
+    stamp = modules / ".installed-lock"
+    if stamp.is_file() and stamp.read_bytes() == lock.read_bytes():
+        return modules
+    if shutil.which("npm") is None:
+        pytest.skip("the front-end test pages need npm to install their packages")
+    install = subprocess.run(
+        ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=FRONTEND,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert install.returncode == 0, f"npm ci in e2e/frontend failed:\n{install.stderr}"
+    stamp.write_bytes(lock.read_bytes())
+    return modules
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +159,7 @@ def stack(tmp_path: Path, site: Site, request: pytest.FixtureRequest) -> Iterato
                         "upstream_rate_per_minute = 60000\n"
                         "rate_limit_per_minute = 100000\n"
                         'custom_events = ["custom_event_3"]\n'
-                    )
+                    ),
                 )
             ],
         )
@@ -141,6 +172,7 @@ def stack(tmp_path: Path, site: Site, request: pytest.FixtureRequest) -> Iterato
             stack = Stack(relay, upstream, site)
             site.relay = stack.relay_origin
             site.rewrites = {}
+            site.headers = {}
             yield stack
 
 
@@ -162,11 +194,26 @@ class Wire:
         return [e["event_id"] for e in self.events() if name is None or e["event_name"] == name]
 
 
+FBEVENTS = Path(__file__).resolve().parent / "pages" / "fbevents.js"
+
+
 class Browsing:
-    """A fresh browser context (cookies, storage) with its wire log and the page errors seen."""
+    """A fresh browser context (cookies, storage) with its wire log and the page errors seen.
+
+    Meta's fbevents.js, which the pixel's base code loads from connect.facebook.net, is
+    answered with the local stand-in e2e/pages/fbevents.js (this machine has no Internet).
+    """
 
     def __init__(self, browser: Browser, **options: Any) -> None:
         self.context = browser.new_context(**options)
+        self.context.route(
+            "https://connect.facebook.net/**",
+            lambda route: route.fulfill(
+                body=FBEVENTS.read_text(),
+                content_type="application/javascript",
+                headers={"Access-Control-Allow-Origin": "*"},  # as Meta's (Partytown fetches it)
+            ),
+        )
         self.wire = Wire(self.context)
         self.errors: list[str] = []
         self.page = self.new_page()

@@ -121,24 +121,40 @@ def test_identity_is_stable_across_pages_and_a_reload(
     assert theirs["fingerprint"] == seen[0]["fingerprint"]
 
 
-def test_single_page_navigation_counts_each_new_url_once(
+def test_single_page_navigation_counts_each_new_page_once(
     stack: Stack, browsing: Callable[..., Browsing]
 ) -> None:
+    """pushState and popstate count a new path or query at once; replaceState right after a
+    view rewrites it; the hash counts only as a route (#/..., #!/...). The rules with real
+    routers and the quiet time of replaceState: e2e/test_spa.py."""
     b = browsing()
     b.page.goto(stack.url("index.html"))
     loaded(b.page)
     b.page.evaluate("""() => {
         history.pushState({}, '', '/app/a');
         history.pushState({}, '', '/app/a');      // the same URL again: not counted
-        history.replaceState({}, '', '/app/b');
-        history.replaceState({}, '', '/app/b');   // again: not counted
+        history.replaceState({}, '', '/app/b');   // a redirect right after the view: the same
+        history.replaceState({}, '', '/app/b');   // view
+        location.hash = 'details';                // an anchor: not counted
+        location.hash = '#/';                     // the root route is no hash: not counted
+        location.hash = '#/cart';                 // a route: counted
+        location.hash = '#!/checkout';            // so is this one
     }""")
-    b.page.go_back()  # popstate: back to the first /app/a entry
+    b.page.go_back()  # popstate: back to #/cart
+    b.page.evaluate("history.pushState({}, '', '/app/a?page=2')")  # a new query: counted
     b.page.evaluate("comet('page')")  # the same URL as the last page view: not counted
-    b.page.evaluate("history.pushState({}, '', '/app/end')")
+    b.page.evaluate("history.pushState({}, '', '/app/end#top')")
     until(b.page, lambda: "/app/end" in str(b.wire.events()), what="the last page view")
 
     paths = [str(e["url"]).split(str(stack.site.port))[1] for e in b.wire.events()]
-    assert paths == ["/index.html", "/app/a", "/app/b", "/app/a", "/app/end"]
-    arrived = views(stack, "/app/end") and views(stack, "", 5)
+    assert paths == [
+        "/index.html",
+        "/app/a",
+        "/app/b#/cart",
+        "/app/b#!/checkout",
+        "/app/b#/cart",
+        "/app/a?page=2",
+        "/app/end#top",
+    ]
+    arrived = views(stack, "/app/end") and views(stack, "", len(paths))
     assert Counter(str(e["url"]).split(str(stack.site.port))[1] for e in arrived) == Counter(paths)

@@ -56,3 +56,23 @@ def test_the_relay_serves_the_min_file(stack: Stack) -> None:
     answer = httpx.get(f"{stack.relay.url}/comet.js")
     assert answer.status_code == 200
     assert answer.content == (STATIC / "comet.min.js").read_bytes()
+
+
+def test_the_docs_give_the_stub_line_as_the_relay_serves_it() -> None:
+    """The tag's first line in README.md and docs/snippet.md is static/comet-stub.js."""
+    stub = (STATIC / "comet-stub.js").read_text().strip()
+    assert "\n" not in stub and len(stub) < 600  # one short line
+    for doc in (ROOT / "README.md", ROOT / "docs" / "snippet.md"):
+        assert f"<script>{stub}</script>" in doc.read_text(), f"{doc.name} shows another stub"
+
+
+def test_the_stub_line_alone_queues_calls_and_leaves_window_fbq_plain(
+    browsing: Callable[..., Browsing],
+) -> None:
+    b = browsing()
+    b.page.set_content("<p>the stub alone: queues calls, waits for a pixel</p>")
+    b.page.add_script_tag(content=(STATIC / "comet-stub.js").read_text())
+    b.page.evaluate("comet('track', 'purchase'); fbq = function () {}; fbq(1)")
+    assert b.page.evaluate("comet.q.length") == 1
+    assert b.page.evaluate("Object.getOwnPropertyDescriptor(window, 'fbq').value === fbq")
+    assert b.errors == []

@@ -20,7 +20,7 @@ from relay.routes.collect import Collect
 from relay.routes.debug import Debugger, not_configured_routes
 from relay.routes.demo import Demo
 from relay.routes.errors import HANDLERS
-from relay.routes.snippet import Snippet, static_file
+from relay.routes.snippet import STUB_FILE, Snippet, static_file
 from relay.routes.timing import RequestTimer
 from relay.routes.track import CreateEvent, TrackFirst
 from relay.settings import TRACK_PATH, Settings
@@ -104,12 +104,15 @@ def create_app(
 
 
 def _browser_routes(settings: Settings, collect: Collect | None) -> list[BaseRoute]:
-    """The snippet (and its aliases), the collect endpoint, and the demo page when asked for."""
+    """The snippet (and its aliases), its stub line as a file, the collect endpoint, and the
+    demo page when asked for."""
     snippet = Snippet.from_package()
     routes: list[BaseRoute] = [
         Route(path, snippet.handle, methods=["GET"], name="comet_snippet" if i == 0 else None)
         for i, path in enumerate((settings.snippet_path, *settings.snippet_aliases))
     ]
+    stub = Snippet.from_package(STUB_FILE)
+    routes.append(Route(settings.stub_path, stub.handle, methods=["GET"]))
     if collect is not None:
         path = settings.collect_path
         routes.append(Route(path, collect.handle, methods=["POST"], name="comet_collect"))

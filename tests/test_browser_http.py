@@ -143,7 +143,7 @@ def test_a_batch_is_accepted_and_answered_with_counts(relay: RelayProcess) -> No
         ],
     )
     assert r.status_code == 202
-    assert r.json() == {"accepted": 2, "merged": 0, "duplicates": 0, "refused": []}
+    assert r.json() == {"accepted": 2, "merged": 0, "duplicates": 0, "refused": [], "dropped": []}
     assert r.headers["content-type"] == "application/json"
     assert_cors(r)
     assert r.headers["x-ratelimit-limit"] == "600"
@@ -184,6 +184,43 @@ def test_a_mixed_batch_accepts_the_good_and_says_why_the_rest_was_refused(
     assert stored(relay, "mix-2") == stored(relay, "mix-4") == []
 
 
+def test_a_bad_optional_user_field_is_dropped_and_the_event_kept(relay: RelayProcess) -> None:
+    """An empty email from a blank form field refuses no event of the visit: the field goes,
+    the event stays, and the answer says what was dropped. The API is still refused whole."""
+    r = post(
+        relay,
+        [
+            {"event_name": "sign_up", "event_id": "drop-1", "email": "", "first_name": "Ann"},
+            {"event_name": "purchase", "event_id": "drop-2", "amount": 5, "email": "jane"},
+            {"event_name": "contact", "event_id": "drop-3", "email": "", "value": 1},
+            {"event_name": "contact", "event_id": "drop-4", "phone": 5550100},
+        ],
+    )
+    assert r.status_code == 202
+    body = r.json()
+    assert (body["accepted"], [e["index"] for e in body["refused"]]) == (3, [2])
+    # with another problem, nothing is dropped: the event is refused with every problem
+    assert set(body["refused"][0]["errors"]) == {"email", "value"}
+    dropped = {entry["index"]: entry for entry in body["dropped"]}
+    assert sorted(dropped) == [0, 1, 3]
+    assert dropped[0]["event_id"] == "drop-1" and set(dropped[0]["errors"]) == {"email"}
+    assert "jane" in dropped[1]["errors"]["email"][0]
+    assert set(dropped[3]["errors"]) == {"phone"}
+    [sign_up] = stored(relay, "drop-1")
+    assert "email" not in sign_up and sign_up["first_name"] == "Ann"
+    [purchase] = stored(relay, "drop-2")
+    assert "email" not in purchase and purchase["amount"] == 5
+    assert stored(relay, "drop-3") == []
+
+    api = httpx.post(
+        f"{relay.url}/public-api/v1/events/track",
+        json={"event_name": "contact", "email": "", "comet_token": "t", "idempotency_key": "api-x"},
+        headers={"Authorization": "Bearer key-acme-write"},
+    )
+    assert api.status_code == 422 and "email" in api.json()["errors"]
+    assert stored(relay, "api-x") == []
+
+
 def test_a_batch_of_only_refused_events_is_still_202(relay: RelayProcess) -> None:
     r = post(relay, [{"event_name": "nope"}])
     assert r.status_code == 202
@@ -192,16 +229,16 @@ def test_a_batch_of_only_refused_events_is_still_202(relay: RelayProcess) -> Non
 
 def test_an_empty_batch_is_202(relay: RelayProcess) -> None:
     r = post(relay, [])
-    assert r.status_code == 202 and r.json() == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": []}
+    assert r.status_code == 202 and r.json() == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "dropped": []}
 
 
 def test_a_resent_event_id_is_a_duplicate(relay: RelayProcess) -> None:
     event = {"event_name": "purchase", "event_id": "dup-b-1", "amount": 5}
     first = post(relay, [event, event])
-    assert first.json() == {"accepted": 1, "merged": 0, "duplicates": 1, "refused": []}
+    assert first.json() == {"accepted": 1, "merged": 0, "duplicates": 1, "refused": [], "dropped": []}
     again = post(relay, [event])
     assert again.status_code == 202
-    assert again.json() == {"accepted": 0, "merged": 0, "duplicates": 1, "refused": []}
+    assert again.json() == {"accepted": 0, "merged": 0, "duplicates": 1, "refused": [], "dropped": []}
     assert len(stored(relay, "dup-b-1")) == 1
 
 
@@ -361,7 +398,7 @@ def test_bots_are_counted_and_dropped(relay: RelayProcess) -> None:
     events = [{"event_name": "view_content", "event_id": f"bot-{i}"} for i in range(3)]
     r = post(relay, events, headers={"User-Agent": googlebot})
     assert r.status_code == 202
-    assert r.json() == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "bot": True}
+    assert r.json() == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "dropped": [], "bot": True}
     assert_cors(r)
     assert all(stored(relay, f"bot-{i}") == [] for i in range(3))
     assert httpx.get(f"{relay.url}/healthz").json()["bot_events_dropped"] == before + 3
@@ -468,3 +505,12 @@ def test_the_api_is_unchanged_beside_the_browser_routes(relay: RelayProcess) -> 
 
 def test_relay_log_has_no_tracebacks(relay: RelayProcess) -> None:
     assert "Traceback" not in Path(relay.log).read_text()
+
+
+def test_the_stub_line_is_served_beside_the_snippet(relay: RelayProcess) -> None:
+    """For a page whose Content-Security-Policy allows no inline script (docs/snippet.md)."""
+    r = httpx.get(f"{relay.url}/comet-stub.js", headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/javascript")
+    assert r.content == (Path(__file__).resolve().parent.parent / "static" / "comet-stub.js").read_bytes()
+    assert "max-age" in r.headers["cache-control"] and r.headers["etag"]

@@ -112,6 +112,13 @@ def test_bad_values_are_named(tmp_path: Path, extra: str, expected: str) -> None
             'relay.snippet_path: "/public-api/v1/events/track" is already the path of the Create',
         ),
         ('snippet_path = "/demo"', 'relay.snippet_path: "/demo" is already the path of the demo'),
+        (
+            'snippet_aliases = ["/comet-stub.js"]',
+            (
+                'relay.snippet_aliases[0]: "/comet-stub.js" is already the path of '
+                "relay.snippet_path's stub"
+            ),
+        ),
     ],
 )
 def test_paths_must_not_collide(tmp_path: Path, extra: str, expected: str) -> None:

@@ -7,7 +7,12 @@ import json
 import pytest
 
 from relay.enrich.bots import is_bot
-from relay.enrich.browser_event import attribution_from_url, browser_event, event_time
+from relay.enrich.browser_event import (
+    attribution_from_url,
+    browser_event,
+    drop_bad_user_fields,
+    event_time,
+)
 from relay.enrich.client import Client
 from relay.errors import Invalid, PayloadTooLarge
 from relay.rules.batch import parse_batch
@@ -230,6 +235,28 @@ def test_custom_events_follow_the_space() -> None:
         {"event_name": "custom_event_4"}, CLIENT, frozenset({"custom_event_3"}), NOW
     )
     assert "event_name" in errors
+
+
+def test_bad_optional_user_fields_are_dropped_when_they_are_the_only_problems() -> None:
+    sent = {"event_name": "sign_up", "email": "", "phone": 7, "first_name": "Ann", "amount": 3}
+    event, errors, dropped = drop_bad_user_fields(
+        *browser_event(sent, CLIENT, frozenset(), NOW), frozenset()
+    )
+    assert errors == {} and set(dropped) == {"email", "phone"}
+    assert "email" not in event and "phone" not in event and event["first_name"] == "Ann"
+    assert event["comet_token"] == "t" * 22  # still identified
+    # another problem: nothing is dropped, every problem is listed
+    bad = {**sent, "event_name": "bought"}
+    event, errors, dropped = drop_bad_user_fields(
+        *browser_event(bad, CLIENT, frozenset(), NOW), frozenset()
+    )
+    assert set(errors) == {"event_name", "email", "phone"} and dropped == {}
+    # nothing wrong: nothing dropped
+    good = {"event_name": "sign_up", "email": "ann@example.com"}
+    event, errors, dropped = drop_bad_user_fields(
+        *browser_event(good, CLIENT, frozenset(), NOW), frozenset()
+    )
+    assert (errors, dropped, event["email"]) == ({}, {}, "ann@example.com")
 
 
 @pytest.mark.parametrize("sent", ["purchase", 7, None, ["event_name", "purchase"]])

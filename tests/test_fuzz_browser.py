@@ -17,6 +17,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from relay.enrich.browser_event import OPTIONAL_USER_FIELDS
 from tests.fuzz_support import fuzz_settings
 from tests.support import RelayProcess, Space, write_config
 from tests.test_fuzz_schema import batches, browser_events, event_of
@@ -99,10 +100,15 @@ def test_every_answer_is_one_the_endpoint_documents(
     assert count is not None and count <= MAX_EVENTS
     if body.get("bot"):
         assert user_agent == GOOGLEBOT
-        assert body == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "bot": True}
+        assert body == {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "dropped": [], "bot": True}
         return
-    assert set(body) == {"accepted", "merged", "duplicates", "refused"}
+    assert set(body) == {"accepted", "merged", "duplicates", "refused", "dropped"}
     assert body["accepted"] + body["duplicates"] + len(body["refused"]) == count
+    refused_at = {refused["index"] for refused in body["refused"]}
+    for dropped in body["dropped"]:  # kept without a bad optional user field
+        assert set(dropped) == {"index", "event_id", "errors"}
+        assert 0 <= dropped["index"] < count and dropped["index"] not in refused_at
+        assert dropped["errors"] and set(dropped["errors"]) <= set(OPTIONAL_USER_FIELDS)
     for refused in body["refused"]:
         assert set(refused) == {"index", "event_id", "errors"}
         assert 0 <= refused["index"] < count

@@ -1,26 +1,18 @@
-// Meta's pixel base code, written out readably: metaPixel() makes the stub `fbq` that queues
-// calls until fbevents.js installs `fbq.callMethod` on the same object, then loads fbevents.js
-// (here the local fake beside this file). Like the original, it sets window.fbq before the
-// stub's queue exists.
+// Meta's pixel base code as Meta gives it to paste (fbevents.js from connect.facebook.net,
+// which the e2e browser serves from the local stand-in e2e/pages/fbevents.js), wrapped in a
+// function for a tag manager to run later: metaPixel(). pixelCalls() makes the page's own
+// calls: init, PageView and, with ?eid=ID, a Purchase of 49 EUR with that event id.
 function metaPixel() {
-  if (window.fbq) return;
-  var fbq = function () {
-    fbq.callMethod ? fbq.callMethod.apply(fbq, arguments) : fbq.queue.push(arguments);
-  };
-  window.fbq = fbq;
-  if (!window._fbq) window._fbq = fbq;
-  fbq.push = fbq;
-  fbq.loaded = true;
-  fbq.version = '2.0';
-  fbq.queue = [];
-  var script = document.createElement('script');
-  script.async = true;
-  script.src = '/fbevents.js';
-  var first = document.getElementsByTagName('script')[0];
-  first.parentNode.insertBefore(script, first);
+!function(f,b,e,v,n,t,s)
+{if(f.fbq)return;n=f.fbq=function(){n.callMethod?
+n.callMethod.apply(n,arguments):n.queue.push(arguments)};
+if(!f._fbq)f._fbq=n;n.push=n;n.loaded=!0;n.version='2.0';
+n.queue=[];t=b.createElement(e);t.async=!0;
+t.src=v;s=b.getElementsByTagName(e)[0];
+s.parentNode.insertBefore(t,s)}(window, document,'script',
+'https://connect.facebook.net/en_US/fbevents.js');
 }
 
-// The page's own pixel calls: init, PageView and, with ?eid=ID, a Purchase of 49 EUR.
 function pixelCalls() {
   fbq('init', '1234567890');
   fbq('track', 'PageView');

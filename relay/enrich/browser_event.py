@@ -6,6 +6,12 @@ would, and refusing the event would only lose it). The relay sets them from the 
 `ip` only together with a `fingerprint`, since the API refuses one without the other (with
 no usable client address the fingerprint is dropped instead);
 `idempotency_key` from the event's `event_id`, so the browser pixel and the relay share it.
+
+An optional user field (`OPTIONAL_USER_FIELDS`) whose value is wrong, say an empty email
+from a form submitted with the field left blank, is dropped rather than refusing the event
+(`drop_bad_user_fields`): the snippet attaches the visit's identity to every event, so one
+bad value would otherwise refuse every later event of the visit. The answer lists what was
+dropped. The API, whose sender can fix and resend, is still refused whole.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ RELAY_ONLY: frozenset[str] = frozenset({"ip", "user_agent", "comet_token", "idem
 MAX_EVENT_AGE_SECONDS = 7 * 24 * 3600
 MAX_CLOCK_SKEW_SECONDS = 300
 MAX_LISTED = 5  # fields whose problems the answer lists, per refused event
+
+# What comet('identify', ...) and form capture attach to the visit's events.
+OPTIONAL_USER_FIELDS: tuple[str, ...] = ("email", "phone", "first_name", "last_name", "full_name")
 
 UTM_PARAMS: Mapping[str, str] = {
     "utm_source": "comet_source",
@@ -98,3 +107,21 @@ def browser_event(
     if "idempotency_key" in errors:
         errors["event_id"] = errors.pop("idempotency_key")
     return checked, errors
+
+
+def drop_bad_user_fields(
+    event: dict[str, object], errors: dict[str, list[str]], custom_events: frozenset[str]
+) -> tuple[dict[str, object], dict[str, list[str]], dict[str, list[str]]]:
+    """A checked browser event whose only problems are in optional user fields, without them:
+    (the event, its remaining problems, the problems of the fields dropped).
+
+    An event with any other problem is left as it is (refused, every problem listed). The
+    event is checked again without the dropped fields (it is still identified: a browser
+    event always carries its `comet_token`).
+    """
+    bad = {name: messages for name, messages in errors.items() if name in OPTIONAL_USER_FIELDS}
+    if not bad or len(bad) != len(errors):
+        return event, errors, {}
+    kept = {name: value for name, value in event.items() if name not in bad}
+    checked, remaining = rules.validate(kept, custom_events, hints=1)
+    return checked, remaining, bad

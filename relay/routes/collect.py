@@ -7,16 +7,20 @@ answer to an allowed origin carries CORS headers with credentials and a refreshe
 cookie. A well-formed batch is answered 202
 
     {"accepted": N, "merged": M, "duplicates": D,
-     "refused": [{"index": i, "event_id": ..., "errors": {...}}]}
+     "refused": [{"index": i, "event_id": ..., "errors": {...}}],
+     "dropped": [{"index": i, "event_id": ..., "errors": {...}}]}
 
 even when no event was accepted ("merged": events that met their API twin, which now carries
-their visit); a crawler's batch is counted, dropped and answered 202 with `"bot": true`. The Content-Type is not checked: the snippet sends text/plain (no preflight),
-other senders may send application/json.
+their visit; "dropped": events kept without an optional user field whose value was wrong,
+see `relay.enrich.browser_event.drop_bad_user_fields`); a crawler's batch is counted, dropped
+and answered 202 with `"bot": true`. The Content-Type is not checked: the snippet sends
+text/plain (no preflight), other senders may send application/json.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping
 
 from starlette.requests import Request
@@ -24,10 +28,10 @@ from starlette.responses import JSONResponse, Response
 
 from relay.auth.visitor import VisitorTokens, cookie_header
 from relay.enrich import bots
-from relay.enrich.browser_event import browser_event
+from relay.enrich.browser_event import browser_event, drop_bad_user_fields
 from relay.enrich.client import Client, client_address
 from relay.errors import Forbidden, Refused
-from relay.intake import UNKNOWN_SPACE, Intake, Source
+from relay.intake import UNKNOWN_SPACE, Intake, Source, event_id
 from relay.limits.base import address_bucket
 from relay.observe.observer import Received
 from relay.rules.batch import parse_batch
@@ -135,13 +139,26 @@ class Collect:
             if bots.is_bot(user_agent):
                 self.bot_events += len(events)
                 self.intake.bots(Source.BROWSER, space.id, events)
-                body = {"accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "bot": True}
+                body = {
+                    "accepted": 0, "merged": 0, "duplicates": 0, "refused": [], "dropped": [],
+                    "bot": True,
+                }
                 return JSONResponse(body, 202, headers)
             client = Client(ip, user_agent, visit.visitor_id)
-            check = functools.partial(
+            enrich = functools.partial(
                 browser_event, client=client, custom_events=space.custom_events,
                 now=self.intake.clock(),
             )
+            dropped: list[dict[str, object]] = []
+            indexes = itertools.count()  # the intake checks the events in order, each once
+
+            def check(sent: object) -> tuple[dict[str, object], dict[str, list[str]]]:
+                index = next(indexes)
+                event, errors, lost = drop_bad_user_fields(*enrich(sent), space.custom_events)
+                if lost:
+                    dropped.append({"index": index, "event_id": event_id(sent), "errors": lost})
+                return event, errors
+
             accepted = await self.intake.accept(space, Source.BROWSER, events, check)
         except Refused as err:
             err.headers.update(headers)
@@ -157,5 +174,6 @@ class Collect:
                 {"index": r.index, "event_id": r.event_id, "errors": r.errors}
                 for r in accepted.refused
             ],
+            "dropped": dropped,
         }
         return JSONResponse(answer, 202, headers)

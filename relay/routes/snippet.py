@@ -1,7 +1,10 @@
-"""GET <snippet_path> and its aliases: the browser snippet, compressed once, cacheable.
+"""GET <snippet_path> and its aliases: the browser snippet, compressed once, cacheable; and
+GET <stub path> (`Settings.stub_path`: /comet.js -> /comet-stub.js): the tag's first line as a file,
+for a page whose Content-Security-Policy allows no inline script (docs/snippet.md).
 
-The script is read from the package once (static/comet.min.js), gzipped once, and served with
-a strong ETag per representation, `Cache-Control` of an hour and `Vary: Accept-Encoding`.
+Each script is read from the package once (static/comet.min.js, static/comet-stub.js),
+gzipped once, and served with a strong ETag per representation, `Cache-Control` of an hour
+and `Vary: Accept-Encoding`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 log = logging.getLogger("relay.browser")
 
 SNIPPET_FILE = "comet.min.js"  # built from static/src/ by scripts/build-snippet
+STUB_FILE = "comet-stub.js"  # the tag's first line, written by hand
 
 
 def static_file(name: str) -> bytes | None:
@@ -35,10 +39,10 @@ def static_file(name: str) -> bytes | None:
 class Snippet:
     """GET <snippet_path> and its aliases: the script, read once, gzipped once, with an ETag."""
 
-    def __init__(self, body: bytes | None) -> None:
+    def __init__(self, body: bytes | None, name: str = SNIPPET_FILE) -> None:
         self.body = body
         if body is None:
-            log.warning("static/comet.min.js is missing from this installation: the snippet is 404")
+            log.warning("static/%s is missing from this installation: it is 404", name)
             return
         digest = hashlib.sha256(body).hexdigest()[:32]
         self.etag = f'"{digest}"'
@@ -47,9 +51,9 @@ class Snippet:
         self.gzipped = compressed if len(compressed) < len(body) else None
 
     @classmethod
-    def from_package(cls) -> Snippet:
-        """The snippet as shipped: static/comet.min.js."""
-        return cls(static_file(SNIPPET_FILE))
+    def from_package(cls, name: str = SNIPPET_FILE) -> Snippet:
+        """A script as shipped: static/comet.min.js, or static/comet-stub.js."""
+        return cls(static_file(name), name)
 
     async def handle(self, request: Request) -> Response:
         if self.body is None:

@@ -26,6 +26,7 @@ from relay.settings.model import (
     Settings,
     Space,
     is_redis_url,
+    stub_path,
 )
 
 
@@ -195,7 +196,10 @@ def _check_unique(spaces: Mapping[str, Space], problems: list[str]) -> None:
 def _check_paths(relay: Mapping[str, Any], problems: list[str]) -> None:
     """The browser paths differ from each other and from the paths the relay always serves."""
     taken: dict[str, str] = dict(RESERVED_PATHS)
-    named = [("snippet_path", relay.get("snippet_path", Settings.snippet_path))]
+    snippet_path = relay.get("snippet_path", Settings.snippet_path)
+    named = [("snippet_path", snippet_path)]
+    if isinstance(snippet_path, str):
+        named.append(("snippet_path's stub", stub_path(snippet_path)))
     named += [(f"snippet_aliases[{i}]", p) for i, p in enumerate(relay.get("snippet_aliases", ()))]
     named.append(("collect_path", relay.get("collect_path", Settings.collect_path)))
     for name, path in named:

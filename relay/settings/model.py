@@ -98,8 +98,19 @@ class Settings:
     spaces: Mapping[str, Space] = field(default_factory=dict)
     source: str = "<defaults>"
 
+    @property
+    def stub_path(self) -> str:
+        """Where the tag's first line is served as a file: beside snippet_path (`stub_path`)."""
+        return stub_path(self.snippet_path)
+
 
 REDIS_SCHEMES = ("redis://", "rediss://")
+
+
+def stub_path(snippet_path: str) -> str:
+    """The stub line's path beside the snippet's: `-stub` before its `.js` (/comet.js ->
+    /comet-stub.js), for a page whose Content-Security-Policy allows no inline script."""
+    return snippet_path.removesuffix(".js") + "-stub.js"
 
 
 def is_redis_url(database: str) -> bool:

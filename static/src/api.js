@@ -3,9 +3,11 @@
 //   comet('identify', {email, phone, first_name, last_name, full_name})
 //   comet('page')                 a page view, if the URL changed since the last one
 //   comet('consent', true|false)  where data-consent="required"
+//   comet('fbq', args)            a Meta pixel call, handed over by the stub line
 import { setConsented } from './consent.js';
 import { discardWaiting, sendSoon } from './network.js';
 import { trackPageview } from './pageviews.js';
+import { pixelCalled } from './pixel.js';
 import { PERSISTENT, writeStored } from './storage.js';
 import { track } from './track.js';
 import { identify, saveVisit } from './visit.js';
@@ -16,6 +18,7 @@ export function comet(command, argument, props) {
     if (command == 'identify') identify(argument);
     if (command == 'page') trackPageview();
     if (command == 'consent') consent(argument);
+    if (command == 'fbq') pixelCalled(argument);
   } catch (e) {}
 }
 

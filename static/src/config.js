@@ -6,6 +6,8 @@
 //   data-pageview    the event name of automatic page views, or "off"
 //   data-mirror-fbq  "false": comet('track', ...) calls are not also sent to the Meta pixel
 //   data-fbq-custom  "MetaEvent:custom_event_N,...": pixel events to capture under Space names
+//   data-currency    the currency of amounts, given to the Meta pixel with each value
+//   data-forms       "off": submitted forms do not identify the visitor
 
 export let script;
 export let pageviewName;
@@ -13,6 +15,8 @@ export let pixelMirroring;
 export let consentRequired;
 export let endpoint;
 export let customPixelEvents;
+export let defaultCurrency;
+export let formCapture;
 
 const option = (name) => script.getAttribute('data-' + name);
 
@@ -22,6 +26,8 @@ export function readConfig() {
   pageviewName = option('pageview') || 'view_content';
   pixelMirroring = option('mirror-fbq') != 'false';
   consentRequired = option('consent') == 'required';
+  defaultCurrency = option('currency');
+  formCapture = option('forms') != 'off';
 
   // data-endpoint resolves against the page, like a link on it; the default against the
   // script, so /relay/comet.js posts to /relay/e on the relay's origin.

@@ -1,7 +1,8 @@
 /* The comet-relay browser snippet. The relay serves static/comet.min.js, bundled and minified
- * from these modules by scripts/build-snippet.
+ * from these modules by scripts/build-snippet. The tag, whose first line (static/comet-stub.js)
+ * goes before the Meta pixel's base code:
  *
- *   <script>window.comet=window.comet||function(){(comet.q=comet.q||[]).push(arguments)};</script>
+ *   <script>STUB LINE</script>
  *   <script async src="https://YOUR-RELAY/comet.js" data-key="pk_acme"></script>
  *
  * Never throw into the host page: the start is one try block, and everything the browser or
@@ -14,6 +15,7 @@ import { comet } from './api.js';
 import { consentRequired, pixelMirroring, readConfig } from './config.js';
 import { setConsented } from './consent.js';
 import { startFingerprint } from './fingerprint.js';
+import { startForms } from './forms.js';
 import { sendAllWhenHidden, sendSoon, startNetwork } from './network.js';
 import { followNavigation, trackPageviewAutomatically } from './pageviews.js';
 import { startPixel } from './pixel.js';
@@ -41,5 +43,6 @@ if (!(window.comet && window.comet.loaded)) {
 
     followNavigation();
     sendAllWhenHidden();
+    startForms();
   } catch (e) {}
 }

@@ -54,10 +54,8 @@ function flush(hiding) {
       const batch = waiting.splice(0, BATCH_SIZE);
       batch.forEach((event) => (event.fingerprint = event.fingerprint || fingerprint));
       const body = JSON.stringify({ e: batch });
-      const beaconed =
-        hiding &&
-        navigator.sendBeacon &&
-        navigator.sendBeacon(endpoint, new Blob([body], { type: 'text/plain' }));
+      // a string goes as text/plain, like the fetch
+      const beaconed = hiding && navigator.sendBeacon && navigator.sendBeacon(endpoint, body);
       if (!beaconed) post(batch, body);
     }
   } catch (e) {}

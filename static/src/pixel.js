@@ -2,11 +2,14 @@
 // id, and its own calls that carry an eventID are captured as relay events. Meta drops a
 // server event whose name and id match a pixel event, so each conversion counts once.
 //
-// The snippet observes the pixel's own object and never replaces window.fbq: fbevents.js takes
-// over by installing fbq.callMethod on the stub that Meta's base code made. Only calls with an
-// eventID are captured: without one Meta could not match the relay's copy to the pixel's and
-// would count the conversion twice. PageView is never mapped (the snippet counts page views
-// itself); trackCustom and other events only through data-fbq-custom.
+// Capturing is the stub line's part (static/comet-stub.js, the tag's first line, before the
+// pixel's base code): fbevents.js may load and drain the pixel's queue before this script
+// runs, so only a line that runs first sees every call. It observes the pixel's own object and
+// never replaces window.fbq, and hands each call to comet('fbq', args), queued until this
+// script runs. Only calls with an eventID are captured: without one Meta could not match the
+// relay's copy to the pixel's and would count the conversion twice. PageView is never mapped
+// (the snippet counts page views itself); trackCustom and other events only through
+// data-fbq-custom. A call seen twice (queued, then drained) is one event (one id, track.js).
 import { customPixelEvents } from './config.js';
 
 let metaToName; // Meta standard event -> event name
@@ -27,23 +30,10 @@ export function startPixel(recordEvent) {
       metaToName[meta] = name;
       nameToMeta[name] = meta;
     });
-
-  if (window.fbq) return watch(window.fbq);
-  // A tag manager may add the pixel later. Catch the base code's `window.fbq = ...` once, make
-  // window.fbq a plain property again, and start watching when that script has queued its
-  // first calls (a microtask: before fbevents.js can run).
-  Object.defineProperty(window, 'fbq', {
-    configurable: true,
-    set: (fbq) => {
-      delete window.fbq;
-      window.fbq = fbq;
-      Promise.resolve(fbq).then(watch).catch(() => 0);
-    },
-  });
 }
 
 // comet('track', name, ...) with this event's id: the id is already known to track.js, so
-// the pixel's call is not captured back.
+// the pixel's call is not captured back. Meta expects the currency with the value.
 export function mirrorToPixel(name, eventId, amount, currency) {
   const meta = typeof window.fbq == 'function' && nameToMeta[name];
   if (meta) {
@@ -54,36 +44,13 @@ export function mirrorToPixel(name, eventId, amount, currency) {
   }
 }
 
-function watch(fbq) {
-  const queue = fbq.queue;
-  let callMethod = fbq.callMethod;
-  const observed = function () {
-    pixelCalled(arguments);
-    return callMethod.apply(this, arguments);
-  };
-  // before fbevents.js: calls land in fbq.queue, some of them before this script ran
-  if (queue && queue.push) {
-    [].forEach.call(queue, pixelCalled);
-    const push = queue.push;
-    queue.push = function () {
-      [].forEach.call(arguments, pixelCalled);
-      return push.apply(this, arguments);
-    };
-  }
-  // after: fbevents.js assigns fbq.callMethod. Keep what it assigns and observe the calls; the
-  // getter answers undefined until then, so the stub goes on queueing.
-  Object.defineProperty(fbq, 'callMethod', {
-    configurable: true,
-    get: () => callMethod && observed,
-    set: (assigned) => (callMethod = assigned),
-  });
-}
-
-// One pixel call: fbq('track', 'Purchase', {value: 49}, {eventID: 'X'}), or the
-// trackSingle(pixelId, ...) and trackCustom forms.
-function pixelCalled(args) {
+// comet('fbq', args), args those of one pixel call (an array, an arguments object, or from a
+// Partytown worker an object of them by index): fbq('track', 'Purchase', {value: 49},
+// {eventID: 'X'}), or the trackSingle(pixelId, ...) and trackCustom forms. Ignored when
+// data-mirror-fbq="false" (startPixel did not run).
+export function pixelCalled(args) {
   try {
-    args = [].slice.call(args);
+    args = Object.values(args);
     const command = args[0].replace('Single', '');
     if (command != args[0]) args.splice(1, 1);
     const params = args[2] || {};

@@ -1,6 +1,6 @@
 // One event, from comet('track', ...), a page view or a captured pixel call: counted once per
 // event id, carrying the visit, queued for the network, and mirrored to the Meta pixel.
-import { pixelMirroring } from './config.js';
+import { defaultCurrency, pixelMirroring } from './config.js';
 import { toHex } from './fingerprint.js';
 import { queueEvent } from './network.js';
 import { mirrorToPixel } from './pixel.js';
@@ -18,7 +18,7 @@ export function track(name, props, quiet) {
   const eventId = '' + (props.event_id || randomId());
   if (seenIds.has(eventId)) return;
   seenIds.add(eventId);
-  const currency = props.currency; // Meta's parameter, not a Create Event field
+  const currency = props.currency || defaultCurrency; // for Meta: no Create Event field
   delete props.currency;
 
   const url = new URL(location.href);
@@ -30,10 +30,8 @@ export function track(name, props, quiet) {
     else event[field] = visit[field];
   }
   event.url = url.href;
-  // only the relay sets these; it would drop them anyway
-  for (const field in props) {
-    if (!/^(ip|user_agent|comet_token|idempotency_key)$/.test(field)) event[field] = props[field];
-  }
+  // (ip, user_agent, comet_token and idempotency_key are the relay's own: it drops them)
+  Object.assign(event, props);
   if (navigator.globalPrivacyControl === true) event.do_not_capi = true;
   queueEvent(event);
 

@@ -1,6 +1,6 @@
-// The visit: what every event of this tab's session carries. The user fields from identify,
-// the campaign and the ad click ids from the landing URL, kept in sessionStorage so that a
-// purchase three pages later still carries its campaign.
+// The visit: what every event of this tab's session carries. The user fields from identify
+// (and from submitted forms), the campaign and the ad click ids from the landing URL, kept in
+// sessionStorage so that a purchase three pages later still carries its campaign.
 import { readStored, writeStored } from './storage.js';
 
 export let visit;
@@ -17,8 +17,19 @@ const CAMPAIGN_FIELDS = {
   type: 'medium',
 };
 
-const USER_FIELDS = 'email phone first_name last_name full_name';
+// The user fields, and what a value must look like to be kept (trimmed): a wrong one would
+// only be dropped by the relay. A phone number: digits, spaces, + ( ) . -, at least 7.
+const NAME = /\S/;
+export const USER_FIELDS = {
+  email: /^\S+@\S+\.\S+$/,
+  phone: /^\+?[\d\s().-]{7,}$/,
+  first_name: NAME,
+  last_name: NAME,
+  full_name: NAME,
+};
 
+// (A wrong value that an older snippet stored, such as an empty email, is dropped by the relay
+// from each event, which it keeps.)
 export function startVisit() {
   visit = readStored('v') || {};
   const query = new URL(location.href).searchParams;
@@ -43,11 +54,16 @@ export function saveVisit() {
   writeStored('v', visit);
 }
 
-// comet('identify', {...}): only the user fields, as strings, since anything else would get
-// every later event refused.
+// comet('identify', {...}) and submitted forms: only the user fields, as trimmed strings, and
+// only valid values; a wrong one is dropped with a warning naming it, and the visit keeps
+// what it had.
 export function identify(user) {
-  USER_FIELDS.split(' ').forEach((field) => {
-    if (user[field] != null) visit[field] = '' + user[field];
-  });
+  for (const field in USER_FIELDS) {
+    if (user[field] != null) {
+      const value = ('' + user[field]).trim();
+      if (USER_FIELDS[field].test(value)) visit[field] = value;
+      else console.warn('comet: invalid ' + field, user[field]);
+    }
+  }
   saveVisit();
 }
