@@ -1,9 +1,11 @@
 """The short soak: mixed load, a failing upstream and SIGKILLs, on both backends (bench/soak.py).
 
 About 24 s of load per backend with two SIGKILLs and every fault kind at least once (spells
-of 500s, 429 with Retry-After, dropped connections and slow answers). The long version is the
-documented command `python -m bench.soak --backend sqlite|redis --seconds 300 --kills 6`;
-both hold the run against the same promises (bench.soak.judge).
+of 500s, 429 with Retry-After, dropped connections and slow answers), twins (forged and real,
+in both orders, and late) under a 2 s twin window, and a flood of forged purchases to each
+Space. The long version is the documented command
+`python -m bench.soak --backend sqlite|redis --seconds 300 --kills 6`; both hold the run
+against the same promises (bench.soak.judge).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 from bench.soak import FAULT_KINDS, Options, run_soak, summary
 from tests.support import UpstreamProcess, wait_for
 
-SHORT = Options(seconds=24.0, kills=2)
+SHORT = Options(seconds=24.0, kills=2, flood_every=10.0)  # a flood to each Space
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -39,7 +41,15 @@ def test_short_soak_loses_nothing_duplicates_only_around_kills_and_keeps_the_rat
     assert report["run"]["kills"] >= 2, shown
     assert all(report["upstream"]["faults"].get(kind) for kind in FAULT_KINDS), shown
     assert report["lost"] == 0
-    assert report["accepted"] == report["delivered"] + report["dead"], shown
+    assert report["upstream_events"] == report["delivered"] + report["dead"], shown
+    merged, dropped = report["merged"], report["twin_duplicates"]
+    unsure = report["merged_or_duplicate"]
+    assert report["accepted"] == report["upstream_events"] + merged + dropped + unsure, shown
+    # twins met and merged; a flood went to each Space, and API conversions overtook it
+    assert sum(p["merged"] for p in report["twins"]["pairs"].values()) > 0, shown
+    floods = report["floods"]
+    assert floods["floods"] >= 2, shown
+    assert sum(f["api_conversions_ahead_of_queued_forged"] for f in floods["spaces"].values()), shown
     assert report["dead"] > 0 and report["refused"] > 0, shown  # both kinds of refusal were tried
     assert report["duplicates"]["sent"] == report["duplicates"]["replayed"] > 0, shown
     assert report["memory"]["flat"], shown
