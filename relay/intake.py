@@ -140,7 +140,7 @@ class Intake:
                 accepted.results = await self.outbox.enqueue(accepted.entries, now)
             except Exception as exc:  # the store failed: nothing was acknowledged
                 raise ServiceUnavailable(
-                    "The event could not be stored; retry the request."
+                    "Nothing was accepted: the relay could not store the event; retry the request."
                 ) from exc
         if any(r.outcome is not Outcome.DUPLICATE for r in accepted.results):
             self.wake(space.id)  # a new event, or a twin released at once

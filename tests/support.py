@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -198,3 +199,29 @@ def busiest_second(times: Iterable[float]) -> int:
             first += 1
         most = max(most, last - first + 1)
     return most
+
+
+def attempts(log: Path) -> list[dict[str, Any]]:
+    """The upstream attempts a relay settled, read from its event log (`log_format =
+    "json"`), in the order it settled them. Each has `event_id`, `outcome` ("delivered",
+    "retrying", "paused" or "dead"), `upstream_status`, `next_attempt_at`, and the relay's
+    own record of its start: `started_at`, when the forwarder let the request go, and
+    `slot`, the start the pacer reserved for it."""
+    found = []
+    for line in log.read_text("utf-8", "replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line still being written
+            continue
+        if record.get("logger") == "relay.events" and "started_at" in record:
+            found.append(record)
+    return found
+
+
+def most_within_a_second(times: Iterable[float]) -> int:
+    """The most of `times` within any second, counted as the forwarder counts its own starts:
+    each one with those less than a second before it."""
+    ordered = sorted(times)
+    return max((sum(1 for s in ordered if 0.0 <= t - s < 1.0) for t in ordered), default=0)

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis
 
 import relay.redis_link
 from relay.errors import Unavailable
 from relay.store.base import QUEUED, Claimed, Enqueued, Outcome
 from relay.store.redis import SEQ_BITS, RedisOutbox, split_id
 from tests.redis_server import RedisServer
+from tests.support import wait_for
 from tests.test_outbox import HOUR, ROOT, T0, claim_keys, event, page_view, queued, run_with
 from tests.test_outbox_twins import API, BROWSER, ev
 
@@ -42,10 +44,11 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-def child(code: str, *args: str) -> subprocess.Popen[str]:
+def child(code: str, *args: str, stdin: int | None = None) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", code, *args],
+        stdin=stdin, stdout=subprocess.PIPE, text=True, env=env,
     )
 
 
@@ -74,28 +77,51 @@ import asyncio, sys
 from relay.store.redis import RedisOutbox
 from relay.store.base import NewEvent
 
-async def main(url: str, start_at: float) -> None:
+async def main(url: str) -> None:
     box = RedisOutbox(url)
     await box.start()
+    await box._number("acme")  # registered before the race: a write of its own
     events = [NewEvent("acme", "purchase", f"k{i}", b"{}", (f"idem:k{i}",), 1e12, 0.0)
               for i in range(2000)]
-    await asyncio.sleep(max(0.0, start_at - __import__("time").time()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the barrier: go when the test says so
     answers = await asyncio.gather(*(box.enqueue([e], 0.0) for e in events))
     print(sum(result.queued for (result,) in answers), flush=True)
     await box.close()
 
-asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+asyncio.run(main(sys.argv[1]))
 """
 
 
 def test_two_relay_processes_racing_on_2000_keys_queue_each_once(redis_url: str) -> None:
-    start_at = str(time.time() + 1.5)  # both start enqueueing at the same moment
-    racers = [child(RACER, redis_url, start_at) for _ in range(2)]
-    queued = []
-    for racer in racers:
-        out, _ = racer.communicate(timeout=60)
-        assert racer.returncode == 0
-        queued.append(int(out))
+    racers = [child(RACER, redis_url, stdin=subprocess.PIPE) for _ in range(2)]
+    try:
+        for racer in racers:  # both connected, registered and ready, however long it took
+            assert racer.stdout is not None and racer.stdout.readline() == "ready\n"
+        # The race certainly happens: writes are paused, both racers are let go, and once
+        # the enqueue scripts of both wait in Redis (blocked) writes resume; Redis runs
+        # them one after the other, each as one atomic script.
+        admin = redis.Redis.from_url(redis_url)
+        admin.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+        try:
+            for racer in racers:
+                assert racer.stdin is not None
+                racer.stdin.write("go\n")
+                racer.stdin.flush()
+            wait_for(lambda: admin.info("clients")["blocked_clients"] >= 2, 50,
+                     "both racers' scripts waiting in Redis")
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.close()
+        queued = []
+        for racer in racers:
+            out, _ = racer.communicate(timeout=60)
+            assert racer.returncode == 0
+            queued.append(int(out))
+    finally:
+        for racer in racers:
+            racer.kill()
+            racer.wait(10)
     assert sum(queued) == 2000
     assert len(run(redis_url, lambda box: box.claim("acme", 5000, 30, 0.0))) == 2000
 

@@ -41,10 +41,21 @@ def backoff(attempts: int, rng: random.Random, base: float = BACKOFF_BASE, cap: 
     return rng.uniform(0.0, min(cap, base * 2.0 ** min(attempts, 30)))
 
 
+@dataclass(frozen=True)
+class Start:
+    """When one request was started: `slot`, the start the pacer reserved for it (a Space's
+    slots are at least one interval apart, all its forwarders together), and `at`, when this
+    forwarder let it go (after `slot`; at most `per_second` in any second). Reported with
+    the attempt's outcome, so pacing can be judged by the relay's own records."""
+
+    slot: float
+    at: float
+
+
 # Told of every settled attempt: (event, state, upstream answer, seconds the request took,
-# when it is due again); state is "delivered", "retrying", "paused" (released, the Space
-# waits) or "dead".
-Settled = Callable[[Claimed, str, Outcome, float, float | None], None]
+# when it is due again, when it was started); state is "delivered", "retrying", "paused"
+# (released, the Space waits) or "dead".
+Settled = Callable[[Claimed, str, Outcome, float, float | None, Start], None]
 
 
 @dataclass
@@ -193,8 +204,9 @@ class Forwarder:
             if self._stopping.is_set():
                 st.buffer.appendleft(event)  # released by stop()
                 return
-        st.starts.append(self.clock())
-        task = asyncio.create_task(self._deliver(st, event))
+        at = self.clock()
+        st.starts.append(at)
+        task = asyncio.create_task(self._deliver(st, event, Start(start, at)))
         st.inflight.add(task)
         task.add_done_callback(st.inflight.discard)
 
@@ -220,7 +232,7 @@ class Forwarder:
 
     # one delivery ----------------------------------------------------------------------
 
-    async def _deliver(self, st: SpaceState, event: Claimed) -> None:
+    async def _deliver(self, st: SpaceState, event: Claimed, start: Start) -> None:
         space = st.space
         assert space.upstream_url is not None  # only Spaces with an upstream have a loop
         started = time.perf_counter()
@@ -231,10 +243,10 @@ class Forwarder:
         except asyncio.CancelledError:
             await asyncio.shield(self.outbox.release([event.id]))
             raise
-        await self._settle(st, event, outcome, time.perf_counter() - started)
+        await self._settle(st, event, outcome, start, time.perf_counter() - started)
 
     async def _settle(
-        self, st: SpaceState, event: Claimed, outcome: Outcome, seconds: float = 0.0
+        self, st: SpaceState, event: Claimed, outcome: Outcome, start: Start, seconds: float
     ) -> None:
         now = self.clock()
         sid = st.space.id
@@ -242,16 +254,16 @@ class Forwarder:
             st.failures, st.pause = 0, 0.0
             st.sent += 1
             self._mark_delivered(event.id)
-            self.on_settled(event, "delivered", outcome, seconds, None)
+            self.on_settled(event, "delivered", outcome, seconds, None, start)
         elif outcome.verdict is Verdict.SLOW_DOWN:
             delay = outcome.delay if outcome.delay is not None else 60.0
             await self.pacer.hold(sid, now + delay, now)
             log.warning("upstream asked Space %s to slow down for %.0f s", sid, delay)
             await self.outbox.retry(event.id, now + delay, outcome.status, outcome.message, now)
-            self.on_settled(event, "retrying", outcome, seconds, now + delay)
+            self.on_settled(event, "retrying", outcome, seconds, now + delay, start)
         elif outcome.verdict is Verdict.PAUSE:
             await self.outbox.release([event.id])
-            self.on_settled(event, "paused", outcome, seconds, None)
+            self.on_settled(event, "paused", outcome, seconds, None, start)
             if now < st.paused_until:
                 return  # a request that was already in flight when the pause began
             st.pause = PAUSE_FIRST if st.pause == 0 else min(BACKOFF_CAP, st.pause * 2)
@@ -268,16 +280,17 @@ class Forwarder:
             if now - event.received_at > self.max_age:
                 reason = f"gave up after {event.attempts + 1} attempts: {outcome.message}"
                 await self.outbox.dead(event.id, outcome.status, reason, now)
-                self.on_settled(event, "dead", replace(outcome, message=reason), seconds, None)
+                dead = replace(outcome, message=reason)
+                self.on_settled(event, "dead", dead, seconds, None, start)
             else:
                 at = now + backoff(event.attempts, self.rng)
                 await self.outbox.retry(event.id, at, outcome.status, outcome.message, now)
-                self.on_settled(event, "retrying", outcome, seconds, at)
+                self.on_settled(event, "retrying", outcome, seconds, at, start)
         else:
             log.warning("upstream refused event %s of Space %s for good: HTTP %s %s",
                         shown(event.idempotency_key), sid, outcome.status, shown(outcome.message))
             await self.outbox.dead(event.id, outcome.status, outcome.message, now)
-            self.on_settled(event, "dead", outcome, seconds, None)
+            self.on_settled(event, "dead", outcome, seconds, None, start)
 
     def _mark_delivered(self, event_id: int) -> None:
         """Mark deliveries in small batches: one commit per DELIVERED_FLUSH, not per event.

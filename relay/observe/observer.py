@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from relay.delivery.forwarder import Start
 from relay.delivery.upstream import Outcome
 from relay.observe.eventlog import log
 from relay.observe.journal import Journal
@@ -90,9 +91,16 @@ class Observer:
                      extra=extra)
 
     def settled(
-        self, event: Claimed, state: str, outcome: Outcome, seconds: float, next_at: float | None
+        self,
+        event: Claimed,
+        state: str,
+        outcome: Outcome,
+        seconds: float,
+        next_at: float | None,
+        start: Start,
     ) -> None:
-        """A report of the forwarder (see `Forwarder.on_settled`)."""
+        """A report of the forwarder (see `Forwarder.on_settled`). The log line carries when
+        the request was started and the pacer's slot for it (`started_at`, `slot`)."""
         self.metrics.settled(event.space, state, outcome.status, seconds)
         if self.journal is not None:
             self.journal.add(
@@ -110,6 +118,8 @@ class Observer:
             "upstream_message": message,
             "attempts": event.attempts + 1,
             "next_attempt_at": next_at,
+            "started_at": start.at,
+            "slot": start.slot,
         }
         level = logging.INFO if state in ("delivered", "retrying") else logging.WARNING
         log.log(level, "%s event %s (outbox %d) of Space %s: HTTP %s %s", state, key, event.id,

@@ -302,5 +302,5 @@ def _responses() -> dict[str, object]:
         "413": _answer("The body is larger than the relay's limit.", "Error"),
         "422": _answer("Validation failed; `errors` lists every problem.", "ValidationError"),
         "429": _answer("Over the Space's rate limit.", "Error", "Retry-After"),
-        "503": _answer("The event could not be stored; retry the request.", "Error"),
+        "503": _answer("Nothing was accepted: the event could not be stored; retry.", "Error"),
     }
