@@ -192,6 +192,7 @@ BAD: list[tuple[str, dict[str, object], str, str]] = [
     ("profile number text huge", with_(profile_field_20="9" * 400), "profile_field_20", "not a number"),
     ("profile number beyond the bound", with_(profile_field_21=2e15), "profile_field_21", "out of range"),
     ("text too long", with_(phone="1" * 2049), "phone", "at most 2048"),
+    ("url too long", with_(url="https://shop.example/" + "p" * 2030), "url", "at most 2048"),
     ("token too long", with_(fingerprint="f" * 256, ip="1.2.3.4"), "fingerprint", "at most 255"),
     ("amount text", with_(amount="free"), "amount", "got a string"),
     ("amount boolean", with_(amount=True), "amount", "got a boolean"),

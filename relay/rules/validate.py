@@ -204,6 +204,8 @@ def _check_ip(value: object) -> str | None:
 def _check_url(value: object) -> str | None:
     if not isinstance(value, str):
         return wrong_type("a string holding a URL", value)
+    if (too_long := _too_long(value, fields.MAX_TEXT_LENGTH)) is not None:
+        return too_long
     if _URL.fullmatch(value) is None:
         return _not(
             value,
