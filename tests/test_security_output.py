@@ -60,8 +60,8 @@ def test_an_event_id_cannot_forge_a_log_line_or_a_terminal_command(tmp_path: Pat
         "y" * 60_000,
     ]
     with RelayProcess(config) as relay:
-        for n, event_id in enumerate(ids):  # each refused (no email, no token: no identity)
-            sent = [{"event_name": "purchase", "event_id": event_id, "email": "not an email"}]
+        for n, event_id in enumerate(ids):  # each refused: an amount that is no number
+            sent = [{"event_name": "purchase", "event_id": event_id, "amount": "free"}]
             assert browser(relay, sent, f"198.51.100.{n + 10}").json()["refused"]
         wait_for(lambda: relay.log.read_text().count("refused browser event") >= 4, 10,
                  "four refusals in the log")
@@ -81,7 +81,7 @@ def test_the_json_log_escapes_and_bounds_the_same(tmp_path: Path) -> None:
     )
     with RelayProcess(config) as relay:
         for n, event_id in enumerate([f"x\n{FORGED_LINE}", "z" * 60_000]):
-            sent = [{"event_name": "purchase", "event_id": event_id, "email": "bad"}]
+            sent = [{"event_name": "purchase", "event_id": event_id, "amount": "free"}]
             browser(relay, sent, f"198.51.100.{n + 20}")
         wait_for(lambda: relay.log.read_text().count('"outcome": "rejected"') >= 2, 10,
                  "two refusals in the log")
