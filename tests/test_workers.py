@@ -157,6 +157,9 @@ def test_every_202_is_on_disk_across_a_sigkill_of_a_worker_and_of_the_master(
         assert acked <= stored_keys(tmp_path)
     finally:
         relay.kill()
+        for pid in started(relay, "worker"):  # never leave an orphan behind a failed test
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_sigterm_drains_every_worker_and_exits_cleanly(tmp_path: Path) -> None:

@@ -128,6 +128,9 @@ class Master:
                 log.error("%s (pid %s) did not stop in time; killing it", role, proc.pid)
                 proc.kill()
                 proc.join(5)
+            # uvicorn re-raises the SIGTERM once it has shut down cleanly: -15 is a clean stop
+            if proc.exitcode not in (0, -signal.SIGTERM):  # killed, or failed to drain
+                log.error("%s (pid %s) stopped with %s", role, proc.pid, proc.exitcode)
                 status = 1
         return status
 
