@@ -3,7 +3,9 @@ forwarder, on a free loopback port, with real SIGKILLs (issue 15).
 
 Which worker answered is told by the `pid` of the JSON event log's lines (a refusal is logged
 with it), and the master logs each process it starts with its pid. Limits are judged by
-counts: 2 × the limit sent through both workers, and the 202s within 10 % of the limit.
+counts: 2 × the limit sent through both workers; the 202s at least 90 % of the limit and at
+most the limit plus what the bucket refilled while the requests were sent (measured as an
+upper bound around the sending), so a slow machine cannot make the judgement flap.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import signal
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +84,22 @@ def in_parallel(send: Callable[[RelayProcess, str], int | None], relay: RelayPro
     keys = [str(uuid.uuid4()) for _ in range(n)]
     with ThreadPoolExecutor(16) as pool:
         return dict(zip(keys, pool.map(lambda k: send(relay, k), keys)))
+
+
+def limited(send: Callable[[RelayProcess, str], int | None], relay: RelayProcess,
+            limit: int) -> tuple[int, int]:
+    """Send 2 × `limit` events in parallel; the 202s and 429s, checked against the bucket's
+    bounds: no fewer than 90 % of the limit (a shared bucket may have refilled a little while
+    a worker started), and no more than the limit plus what refills (`limit` a minute) during
+    the sending, measured from before the first request to after the last answer."""
+    began = time.monotonic()
+    statuses = list(in_parallel(send, relay, 2 * limit).values())
+    elapsed = time.monotonic() - began
+    accepted, refused = statuses.count(202), statuses.count(429)
+    assert accepted + refused == 2 * limit, (accepted, refused)
+    most = limit + limit / 60.0 * elapsed + 1
+    assert limit * 0.9 <= accepted <= most, (accepted, refused, f"elapsed {elapsed:.1f} s")
+    return accepted, refused
 
 
 def log_lines(relay: RelayProcess) -> list[dict[str, Any]]:
@@ -182,10 +201,7 @@ def test_sigterm_drains_every_worker_and_exits_cleanly(tmp_path: Path) -> None:
 def test_the_per_space_limit_holds_across_workers(tmp_path: Path) -> None:
     limit = 100
     with RelayProcess(config(tmp_path, space_limit=limit), args=WORKERS) as relay:
-        statuses = list(in_parallel(send_api, relay, 2 * limit).values())
-        accepted, refused = statuses.count(202), statuses.count(429)
-        assert accepted + refused == 2 * limit
-        assert abs(accepted - limit) <= limit // 10, (accepted, refused)
+        limited(send_api, relay, limit)
         # both workers answered 429: each saw the other's spending
         assert len(wait_for(lambda: len(p := refusing_pids(relay, "rate_limit")) >= 2 and p,
                             10, "429s from both workers")) == 2
@@ -194,10 +210,7 @@ def test_the_per_space_limit_holds_across_workers(tmp_path: Path) -> None:
 def test_the_per_address_browser_limit_holds_across_workers(tmp_path: Path) -> None:
     limit = 100
     with RelayProcess(config(tmp_path, browser_limit=limit), args=WORKERS) as relay:
-        statuses = list(in_parallel(send_browser, relay, 2 * limit).values())
-        accepted, refused = statuses.count(202), statuses.count(429)
-        assert accepted + refused == 2 * limit
-        assert abs(accepted - limit) <= limit // 10, (accepted, refused)
+        limited(send_browser, relay, limit)
         assert len(wait_for(lambda: len(p := refusing_pids(relay, "rate_limit")) >= 2 and p,
                             10, "429s from both workers")) == 2
 
