@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from relay.rules.fields import PAGE_VIEW_EVENT
 
 if TYPE_CHECKING:
@@ -51,7 +53,22 @@ PRIORITY_BROWSER_CONVERSION = 1
 PRIORITY_PAGE_VIEW = 2
 PRIORITIES = (PRIORITY_API_CONVERSION, PRIORITY_BROWSER_CONVERSION, PRIORITY_PAGE_VIEW)
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once
+_encode_std = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # made once
+_encode_fast = msgspec.json.Encoder().encode
+
+
+def encode_payload(event: dict[str, object]) -> bytes:
+    """The event as the compact UTF-8 JSON sent upstream, byte for byte what
+    `json.dumps(event, ensure_ascii=False, separators=(",", ":"))` gives.
+
+    msgspec writes it (a fraction of the cost) unless a float would be written with an
+    exponent, where the two differ ("1e+16" against "1e16"): those take the standard library.
+    An event is flat (the contract has no nested fields), so one look at its values does.
+    """
+    for value in event.values():
+        if type(value) is float and value and not 1e-4 <= abs(value) < 1e16:
+            return _encode_std(event).encode()
+    return _encode_fast(event)
 
 
 @dataclass(frozen=True)
@@ -125,7 +142,7 @@ def new_event(
         space=space.id,
         event_name=name,
         idempotency_key=str(event["idempotency_key"]),
-        payload=_encode(event).encode(),
+        payload=encode_payload(event),
         dedup_keys=keys,
         dedup_until=now + space.dedup_window_hours * 3600.0,
         received_at=now,
