@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from relay.auth.visitor import VisitorTokens
@@ -26,6 +27,21 @@ from relay.routes.track import CreateEvent, TrackFirst
 from relay.settings import TRACK_PATH, Settings
 from relay.store import Outbox
 from relay.wiring import build
+
+
+class RelayApp(Starlette):
+    """Starlette, but a POST to the Create Event path goes to its endpoint before Starlette's
+    own middleware stack (see `TrackFirst`): the relay's hot path costs two coroutine layers
+    and a `send` wrapper less per request."""
+
+    first: TrackFirst | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.first is not None and self.first.takes(scope):
+            scope["app"] = self
+            await self.first.track(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -85,16 +101,16 @@ def create_app(
         *_browser_routes(settings, collect),
     ]
     templates = {r.endpoint: r.path for r in routes if isinstance(r, Route)}
-    app = Starlette(
+    app = RelayApp(
         routes=routes,
         middleware=[
-            Middleware(TrackFirst, track=track, path=TRACK_PATH),
             Middleware(RequestTimer, metrics=parts.metrics, routes=templates),
             Middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies)),
         ],
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
+    app.first = TrackFirst(track, TRACK_PATH)
     app.state.parts = parts
     app.state.settings = settings
     app.state.outbox = parts.outbox
