@@ -70,9 +70,7 @@ def create_app(
         settings, forward=forward and upstreams, outbox=outbox, limiter=limiter, clock=clock
     )
     assert parts.intake is not None  # built to receive
-    track = CreateEvent(
-        settings, parts.intake, lambda seconds: parts.metrics.request(TRACK_PATH, "POST", seconds)
-    )
+    track = CreateEvent(settings, parts.intake, parts.metrics.request_timer(TRACK_PATH, "POST"))
     collect = None
     if settings.secret_keys:
         tokens = VisitorTokens(settings.secret_keys, clock=clock)

@@ -73,9 +73,13 @@ def _quick(raw: bytes) -> object:
         data = msgspec.json.decode(raw)
     except (msgspec.DecodeError, RecursionError):
         return _SLOW
-    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+    objects, lists = raw.count(b"{"), raw.count(b"[")
+    if objects + lists > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
         return _SLOW
-    if _count_keys(data) != len(_KEY_END.findall(raw)):
+    # One brace and no bracket (an event): no object but the root, so its keys are len(data).
+    flat = objects == 1 and not lists
+    keys = len(data) if flat and isinstance(data, dict) else _count_keys(data)
+    if keys != len(_KEY_END.findall(raw)):
         return _SLOW
     return data
 
