@@ -199,11 +199,14 @@ class Forwarder:
             st.buffer.appendleft(event)
             await self._release_buffer(st)
             return
-        if wait > 0:
+        # A timer may fire early (uvloop's counts whole milliseconds from a time it read at the
+        # start of the loop's turn, which a busy turn makes stale): nap until the slot has come.
+        while wait > 0:
             await self._nap(st, wait, wakeable=False)
             if self._stopping.is_set():
                 st.buffer.appendleft(event)  # released by stop()
                 return
+            wait = start - self.clock()
         at = self.clock()
         st.starts.append(at)
         task = asyncio.create_task(self._deliver(st, event, Start(start, at)))
