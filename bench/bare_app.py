@@ -1,4 +1,5 @@
-"""The baseline: a bare Starlette endpoint that only parses the JSON body and answers 202."""
+"""The baseline: bare Starlette endpoints (the Create Event path and /e) that only parse the
+JSON body and answer 202."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ async def track(request: Request) -> Response:
     return JSONResponse({"status": 202, "message": "ok", "n": len(event)}, status_code=202)
 
 
+async def collect(request: Request) -> Response:
+    batch = json.loads(await request.body())
+    return JSONResponse({"accepted": len(batch["e"])}, status_code=202)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -22,6 +28,7 @@ async def healthz(request: Request) -> Response:
 app = Starlette(
     routes=[
         Route("/public-api/v1/events/track", track, methods=["POST"]),
+        Route("/e", collect, methods=["POST"]),
         Route("/healthz", healthz),
     ]
 )

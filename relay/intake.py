@@ -52,7 +52,7 @@ class Refusal:
     errors: dict[str, list[str]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Accepted:
     """What became of the events of one request that passed the checks."""
 

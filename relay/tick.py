@@ -28,14 +28,18 @@ class TickBatch(Generic[T, R]):
     def __init__(self, flush: Callable[[Pending[T, R]], None]) -> None:
         self._flush = flush
         self._pending: Pending[T, R] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, item: T) -> R:
         """Add `item` to this turn's batch and wait for its answer."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or not self._pending:  # the first of this turn: flush on the next one
+            # Asked once a turn, not per call: get_running_loop costs a getpid system call.
+            # Later calls of the turn run on the same loop, the one the flush is due on.
+            loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._take)
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
-        if len(self._pending) == 1:  # the first of this turn: flush them all on the next one
-            loop.call_soon(self._take)
         return await future
 
     def _take(self) -> None:

@@ -95,7 +95,9 @@ def build(
             on_settled=observer.settled,
         )
     if receive:
-        parts.limiter = limiter if limiter is not None else open_limiter(settings.database, clock)
+        if limiter is None:  # several workers on one SQLite file share the file's limiter
+            limiter = open_limiter(settings.database, clock, shared=settings.workers > 1)
+        parts.limiter = limiter
         parts.intake = Intake(
             parts.limiter,
             outbox,

@@ -231,7 +231,7 @@ def test_the_command_check_catches_what_it_should(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("RELAY_CONFIG", raising=False)
     for args in [
         ("forward", "--metrics-port", "9101"),  # --config is required
-        ("serve", "--workers", "2"),  # no such option
+        ("serve", "--threads", "2"),  # no such option
         ("outbox", "list", "--config", "x"),  # no such command
         ("serve", "--port", "http"),  # not a number
         ("outbox", "migrate", "--to", "postgres://x", "--config", "x"),

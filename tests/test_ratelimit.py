@@ -1,4 +1,4 @@
-"""Contract tests of the rate limiter, run against the in-process and the Redis backends.
+"""Contract tests of the rate limiter, run against the in-process, SQLite and Redis backends.
 
 Both are driven through the async interface (`take` and `peek` are coroutines): the Redis one
 must be, and the in-process one is wrapped. Backend-specific checks come at the end.
@@ -16,6 +16,7 @@ from relay.errors import Unavailable
 from relay.limits.base import Decision, RateLimiter
 from relay.limits.memory import MemoryRateLimiter
 from relay.limits.redis import RedisRateLimiter
+from relay.limits.sqlite import SQLiteRateLimiter
 from tests.support import free_port
 
 
@@ -27,12 +28,22 @@ class Clock:
         return self.t
 
 
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """ "memory", or the URL of the session's redis-server, emptied."""
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """ "memory", a SQLite file's path, or the URL of the session's redis-server, emptied."""
     if request.param == "redis":
         return str(request.getfixturevalue("redis_url"))
+    if request.param == "sqlite":
+        return str(tmp_path / "limits.db")
     return str(request.param)
+
+
+def make_limiter(backend: str, clock: Clock) -> RateLimiter:
+    if backend == "memory":
+        return MemoryRateLimiter(clock)
+    if backend.endswith(".db"):
+        return SQLiteRateLimiter(backend, clock)
+    return RedisRateLimiter(backend, clock=clock)
 
 
 def run(backend: str, scenario: Callable[[RateLimiter, Clock], Awaitable[None]]) -> None:
@@ -40,9 +51,7 @@ def run(backend: str, scenario: Callable[[RateLimiter, Clock], Awaitable[None]])
     clock = Clock()
 
     async def main() -> None:
-        limiter: RateLimiter = (
-            MemoryRateLimiter(clock) if backend == "memory" else RedisRateLimiter(backend, clock=clock)
-        )
+        limiter = make_limiter(backend, clock)
         await limiter.start()
         try:
             await scenario(limiter, clock)
@@ -209,3 +218,25 @@ def test_redis_takes_of_one_tick_share_one_round_trip(redis_url: str) -> None:
     decisions, sizes = asyncio.run(scenario())
     assert sizes == [40]  # one pipeline for the tick's 40 takes
     assert [d.allowed for d in decisions].count(True) == 30  # and each still spends its token
+
+
+def test_two_sqlite_limiters_on_one_file_spend_one_allowance(tmp_path: Any) -> None:
+    """What `serve --workers N` relies on: every worker's limiter takes from the same bucket."""
+    clock = Clock()
+    path = str(tmp_path / "shared.db")
+
+    async def main() -> None:
+        first, second = SQLiteRateLimiter(path, clock), SQLiteRateLimiter(path, clock)
+        await first.start()
+        await second.start()
+        try:
+            decisions = await asyncio.gather(
+                *(limiter.take("space:acme", 10) for limiter in (first, second) for _ in range(8))
+            )
+            assert sum(d.allowed for d in decisions) == 10
+            assert (await first.peek("space:acme", 10)).remaining == 0
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(main())

@@ -335,6 +335,9 @@ BAD_BODIES: list[tuple[str, bytes, str]] = [
     ("very deep nesting", b"[" * 100_000 + b"]" * 100_000, "nested more than 32"),
     ("very deep objects", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested more than 32"),
     ("repeated key", b'{"amount": 1, "amount": 2}', "more than once"),
+    ("repeated key, spaced", b'{"amount" : 1,"amount"\t:2}', "more than once"),
+    ("repeated nested key", b'{"a": [{"b": 1, "b": 2}]}', "more than once"),
+    ("repeated key, escaped quote", b'{"u": "x\\":", "a": 1, "a": 2}', "more than once"),
     ("lone surrogate", b'{"full_name": "\\ud800"}', "surrogate"),
 ]
 
@@ -345,6 +348,25 @@ def test_parse_body_refuses_with_invalid(label: str, raw: bytes, part: str) -> N
         rules.parse_body(raw)
     assert caught.value.status == 422
     assert part in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'\xef\xbb\xbf{"a": 1}', b'{"u": "https://x.example/?q=\\":"}', b'{"a" :{"b": [1, {"c": 2}]}}'],
+)
+def test_parse_json_reads_as_the_standard_library_does(raw: bytes) -> None:
+    assert rules.parse_json(raw) == json.loads(raw.decode("utf-8-sig"))
+
+
+@pytest.mark.parametrize(
+    "amount", [19.99, 1e-05, 1e15, 1e16, -2.5e-7, 0.0001, -0.0, 123456789.123, 10**15, True]
+)
+def test_a_payload_is_the_standard_librarys_compact_json(amount: object) -> None:
+    from relay.rules.events import encode_payload
+
+    event = {"event_name": "purchase", "amount": amount, "full_name": "Zoë \u2028 \x7f 😀"}
+    expected = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    assert encode_payload(event) == expected
 
 
 def test_a_repeated_key_is_named_in_errors() -> None:

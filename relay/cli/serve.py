@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -22,12 +23,22 @@ from relay.settings import TRACK_PATH, Settings
     help="Only accept events; leave delivery to `comet-relay forward` processes.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="HTTP worker processes (default: [relay] workers, else 1); see docs/operations.md.",
+)
+@click.option(
     "--access-log",
     is_flag=True,
     help="Log every request (off by default: each line holds a visitor's IP, and costs time).",
 )
 def serve(
-    config_path: str | None, host: str, port: int, no_forward: bool, access_log: bool
+    config_path: str | None,
+    host: str,
+    port: int,
+    no_forward: bool,
+    workers: int | None,
+    access_log: bool,
 ) -> None:
     """Run the relay. Without a config: the embedded default in ./comet-data (RELAY_DATA_DIR)."""
     if config_path:
@@ -39,19 +50,26 @@ def serve(
             )
         click.echo(welcome(settings, api_key, host, port))
 
-    import uvicorn
-
-    from relay.app import create_app  # imported late: `check` and `keys` need no web stack
-
     if "*" in settings.trusted_proxies:
         click.echo(
             "warning: trusted_proxies = [\"*\"] trusts every peer's X-Forwarded-For, so any "
             "client can choose its own IP and dodge the per-IP limit; list your proxies.",
             err=True,
         )
+    if workers is not None:
+        settings = dataclasses.replace(settings, workers=workers)
+    options = server_options(settings, host, port, access_log=access_log)
+    if settings.workers > 1:
+        from relay.cli.workers import run_workers
+
+        raise SystemExit(run_workers(settings, options, forward=not no_forward))
+    import uvicorn
+
+    from relay.app import create_app  # imported late: `check` and `keys` need no web stack
+
     with config_errors():
         app = create_app(settings, forward=not no_forward)
-    uvicorn.run(app, **server_options(settings, host, port, access_log=access_log))
+    uvicorn.run(app, **options)
 
 
 def server_options(

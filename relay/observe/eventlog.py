@@ -18,7 +18,8 @@ _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message and the record's extras."""
+    """One JSON object per record: time, level, logger, message, the process id and the
+    record's extras."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -27,6 +28,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker of `serve --workers N`
         }
         line.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED)
         if record.exc_info:

@@ -38,6 +38,7 @@ ACCEPTED = {
 }
 _ACCEPTED_BODY = json.dumps(ACCEPTED).encode()  # the same for every new event: rendered once
 _JSON = (b"content-type", b"application/json")
+_REPLAYED = (b"idempotent-replayed", b"true")
 _HEADER_SAFE = re.compile(HEADER_SAFE_PATTERN)
 _ANONYMOUS = Decision(True, 1000, 1000, 0)  # the rate-limit headers before a Space is known
 
@@ -65,20 +66,20 @@ class CreateEvent:
             elif name == b"content-length":
                 declared = value.decode("latin-1")
         try:
-            status, headers, body = await self.answer(authorization, declared, receive)
+            status, raw, body = await self.answer(authorization, declared, receive)
         except Exception:  # a bug: the sender still gets JSON, and the log has the traceback
             log.exception("unexpected error on POST %s", shown(scope.get("path")))
-            status, headers, body = 500, {}, internal_error()
-        raw = [_JSON, (b"content-length", str(len(body)).encode())]
-        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+            status, raw, body = 500, [], internal_error()
+        raw.append(_JSON)
+        raw.append((b"content-length", b"%d" % len(body)))
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
         self.timed(time.perf_counter() - start)
 
     async def answer(
         self, authorization: str | None, declared: str | None, receive: Receive
-    ) -> tuple[int, dict[str, str], bytes]:
-        """The status, headers and body of the answer to one request."""
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The status, headers (as ASGI sends them) and body of the answer to one request."""
         decision = _ANONYMOUS
         space: Space | None = None
         read = False
@@ -103,21 +104,26 @@ class CreateEvent:
             accepted = await self.intake.accept(space, Source.API, [body], check, whole=True)
         except Refused as err:
             self.intake.refused(Source.API, space.id if space else UNKNOWN_SPACE, err)
-            headers = {**decision.headers(), **err.headers}  # a 429's own figures win
+            refusal = {**decision.headers(), **err.headers}  # a 429's own figures win
             if not read and declared != "0":
-                headers.update(CLOSE)
-            return err.status, headers, render(err)
-        headers = decision.headers()
+                refusal.update(CLOSE)
+            return err.status, _raw(refusal), render(err)
+        headers = decision.raw_headers()
         (entry,), (result,) = accepted.entries, accepted.results
-        if result.outcome is Outcome.DUPLICATE:
-            headers["Idempotent-Replayed"] = "true"
+        duplicate = result.outcome is Outcome.DUPLICATE
+        if duplicate:
+            headers.append(_REPLAYED)
         # A key assigned to a duplicate was never stored; a key that is no safe header value
         # (non-ASCII, control characters: header injection) is only in the stored event.
+        idem = entry.idempotency_key
         sent_key = body.get("idempotency_key") is not None
-        stored = result.outcome is not Outcome.DUPLICATE
-        if (stored or sent_key) and _HEADER_SAFE.fullmatch(entry.idempotency_key):
-            headers["Idempotency-Key"] = entry.idempotency_key
+        if (not duplicate or sent_key) and _HEADER_SAFE.fullmatch(idem):
+            headers.append((b"idempotency-key", idem.encode("latin-1")))
         return 202, headers, _answer(result)
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 def _answer(result: Enqueued) -> bytes:
@@ -144,24 +150,23 @@ def _answer(result: Enqueued) -> bytes:
 
 
 class TrackFirst:
-    """ASGI middleware: a POST to the Create Event path goes straight to its endpoint.
+    """Sends a POST to the Create Event path straight to its endpoint, ahead of Starlette.
 
     The endpoint answers every request itself (refusals and its own failures included) and
-    times itself, so the routing, the exception middleware and the request timer are skipped
-    on the relay's busiest path. Mounted under a prefix, the path is matched below it.
+    times itself, so the routing, the middleware (error pages, request timer) and the
+    exception handlers are skipped on the relay's busiest path. Mounted under a prefix, the
+    path is matched below it. `relay.app.RelayApp` asks `takes(scope)` first thing.
     """
 
-    def __init__(self, app: ASGIApp, track: ASGIApp, path: str) -> None:
-        self.app = app
+    def __init__(self, track: ASGIApp, path: str) -> None:
         self.track = track
         self.path = path
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path, root = scope["path"], scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
-            if path == self.path:
-                await self.track(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    def takes(self, scope: Scope) -> bool:
+        """Whether the request is a POST to the Create Event path."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return bool(path == self.path)

@@ -323,6 +323,7 @@ RELAY_CHECKS: dict[str, Check] = {
     "max_batch_events": _positive_int,
     "log_format": log_format,
     "admin_token_env": _env_name,
+    "workers": _positive_int,
 }
 
 SPACE_CHECKS: dict[str, Check] = {

@@ -95,6 +95,7 @@ class Settings:
     admin_token_env: str | None = None
     admin_token: str | None = field(default=None, repr=False)  # from $admin_token_env
     metrics_multiproc_dir: str | None = None  # $PROMETHEUS_MULTIPROC_DIR: workers share metrics
+    workers: int = 1  # `serve`'s HTTP worker processes (issue 15); --workers overrides it
     spaces: Mapping[str, Space] = field(default_factory=dict)
     source: str = "<defaults>"
 

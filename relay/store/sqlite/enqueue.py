@@ -4,33 +4,44 @@ tick's calls, in one transaction (the rules are `Outbox.enqueue`'s, relay.store.
 Every dedup key names the event it ended in (`dedup.event_id`) and that event's source, so a
 later event finds what it meets in one lookup. New events get their ids here, in order from
 the table's AUTOINCREMENT counter (the writer holds the only write lock), so that keys can
-name an event of the same batch, a twin can merge into one, and every insert is one
-`executemany` at the end. Inserts are counted in outbox_counts here, once per batch and
+name an event of the same batch, a twin can merge into one, and the inserts are a few
+multi-row INSERTs at the end (`ROWS_PER_INSERT` rows each): one statement step each, where
+`executemany` stepped once per row, and each step releases and retakes the GIL that the
+event loop is waiting for. Inserts are counted in outbox_counts here, once per batch and
 Space, not by a trigger (see schema.sql): every insert into outbox must go through `enqueue`.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from relay.rules.events import PRIORITY_API_CONVERSION, PRIORITY_PAGE_VIEW, NewEvent, Source
 from relay.store.base import QUEUED, Enqueued, Enqueues, Outcome
 
+T = TypeVar("T")
+
 KEYS_PER_QUERY = 500  # dedup keys looked up per SELECT, well under SQLite's variable limit
+ROWS_PER_INSERT = 50  # rows per multi-row INSERT: 50 × 10 values, under SQLite's 999
 
 INSERT_EVENT = (
     "INSERT INTO outbox (id, space, event_name, idempotency_key, priority, payload, status,"
-    " next_attempt_at, received_at, source, twin) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
+    " next_attempt_at, received_at, source, twin) VALUES "
 )
+EVENT_VALUES = "(?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)"
 COUNT_QUEUED = (
     "INSERT INTO outbox_counts (space, bucket, n) VALUES (?, 'queued', ?)"
     " ON CONFLICT (space, bucket) DO UPDATE SET n = n + excluded.n"
 )
-UPSERT_KEY = (
-    "INSERT INTO dedup (space, key, expires_at, event_id, source) VALUES (?, ?, ?, ?, ?)"
+INSERT_KEY = "INSERT INTO dedup (space, key, expires_at, event_id, source) VALUES "
+KEY_VALUES = "(?, ?, ?, ?, ?)"
+# A key of the batch may come twice (a merge renames its owner): the rows of one multi-row
+# INSERT are inserted in turn, so the second meets the first here, as with executemany.
+ON_KEY_CONFLICT = (
     " ON CONFLICT (space, key) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at),"
     " event_id = excluded.event_id, source = excluded.source"
 )
@@ -155,10 +166,24 @@ class _Batch:
     def write(self) -> None:
         keys = [(space, key, until, owner.event_id, owner.source)
                 for space, key, until, owner in self.keys]
-        self.conn.executemany(INSERT_EVENT, [row.values() for row in self.rows.values()])
-        self.conn.executemany(UPSERT_KEY, keys)
+        _insert(self.conn, INSERT_EVENT, EVENT_VALUES, "", [r.values() for r in self.rows.values()])
+        _insert(self.conn, INSERT_KEY, KEY_VALUES, ON_KEY_CONFLICT, keys)
         counts = Counter(row.event.space for row in self.rows.values())
         self.conn.executemany(COUNT_QUEUED, counts.items())
+
+
+def _insert(
+    conn: sqlite3.Connection, head: str, row: str, tail: str, rows: Sequence[tuple[object, ...]]
+) -> None:
+    """`head` VALUES `row`, `row`, ... `tail`: the rows in multi-row INSERTs, in order."""
+    for chunk in _chunks(rows, ROWS_PER_INSERT):
+        values = [value for one in chunk for value in one]
+        conn.execute(_statement(head, row, tail, len(chunk)), values)
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(head: str, row: str, tail: str, n: int) -> str:
+    return head + ", ".join([row] * n) + tail
 
 
 def enqueue(conn: sqlite3.Connection, pending: Enqueues) -> list[list[Enqueued]]:
@@ -205,6 +230,6 @@ def _live_keys(conn: sqlite3.Connection, pending: Enqueues) -> dict[tuple[str, s
     return live
 
 
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
