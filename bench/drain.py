@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from relay.delivery.forwarder import USER_AGENT
+from relay.delivery.transport import USER_AGENT
 from relay.rules import new_event
 from relay.settings import Settings, load
 from relay.store.sqlite import SQLiteOutbox

@@ -17,9 +17,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-import httpx
-
-from relay import __version__
 from relay.delivery.pacing.base import Pacer
 from relay.delivery.pacing.memory import MemoryPacer
 from relay.delivery.upstream import Outcome, Upstream, Verdict
@@ -32,7 +29,6 @@ log = logging.getLogger("relay.forwarder")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
-USER_AGENT = f"comet-relay/{__version__}"
 DELIVERED_FLUSH = 0.05  # seconds a delivered event may wait to be marked, with others
 
 
@@ -349,10 +345,3 @@ async def _first(*aws: Awaitable[object]) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def upstream_client() -> httpx.AsyncClient:
-    """The HTTP client the forwarder sends with: room for every Space's requests in flight,
-    and the relay's User-Agent."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return httpx.AsyncClient(limits=limits, headers={"User-Agent": USER_AGENT})
