@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from relay import __version__
-from relay.delivery.transport import forwarding_client
+from relay.delivery.transport import AiohttpTransport, forwarding_client
 from relay.delivery.upstream import Upstream, Verdict
 from tests.support import UpstreamProcess, free_port
 
@@ -126,7 +126,7 @@ def test_closing_the_client_closes_the_pool(upstream: UpstreamProcess, tmp_path:
         client = forwarding_client()
         async with client:
             assert (await client.post(upstream.track_url, content=b"{}", timeout=5)).status_code == 202
-        transport = client._transport  # noqa: SLF001 - what closing the client must close
-        assert getattr(transport, "_session") is None
+        transport = client._transport  # what closing the client must close
+        assert isinstance(transport, AiohttpTransport) and transport._session is None
 
     asyncio.run(main())

@@ -17,7 +17,6 @@ aiohttp's failures become httpx's, so `Upstream.send` classifies them as it alwa
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
 
 import aiohttp
@@ -96,7 +95,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 )
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
