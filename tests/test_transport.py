@@ -72,6 +72,25 @@ def test_upstream_answers_are_classified_through_the_transport(upstream: Upstrea
     ]
 
 
+def test_upstream_sends_the_clients_headers_the_token_and_the_body(
+    upstream: UpstreamProcess,
+) -> None:
+    async def work(client: httpx.AsyncClient) -> None:
+        up = Upstream(client, timeout=5)
+        for body in (b'{"n":1}', b'{"n":2}'):  # the second reuses the first one's headers
+            assert (await up.send(upstream.track_url, "tok", body, NOW)).verdict is Verdict.DELIVERED
+        assert (await up.send(upstream.track_url, None, b"{}", NOW)).verdict is Verdict.DELIVERED
+
+    with_client(work)
+    first, second, anonymous = upstream.received()
+    assert [first["body"], second["body"], anonymous["body"]] == ['{"n":1}', '{"n":2}', "{}"]
+    for record in (first, second, anonymous):
+        assert record["user_agent"] == f"comet-relay/{__version__}"
+        assert record["content_type"] == "application/json"
+    assert first["authorization"] == second["authorization"] == "Bearer tok"
+    assert anonymous["authorization"] is None
+
+
 def test_one_connection_serves_requests_one_after_another(upstream: UpstreamProcess) -> None:
     async def work(client: httpx.AsyncClient) -> None:
         for _ in range(5):
