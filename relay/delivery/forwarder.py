@@ -29,7 +29,10 @@ log = logging.getLogger("relay.forwarder")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
-DELIVERED_FLUSH = 0.05  # seconds a delivered event may wait to be marked, with others
+# Seconds a delivered event may wait to be marked, with others. A kill inside it sends those
+# events again (at-least-once); each flush is a commit in the writer thread, whose cost is per
+# flush, not per event (bench/README.md, issue 16): 0.05 s cost about 20 commits a second.
+DELIVERED_FLUSH = 0.25
 
 
 def backoff(attempts: int, rng: random.Random, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -237,13 +240,17 @@ class Forwarder:
             await asyncio.sleep(0)
             return
         if not wakeable:
-            if self.sleep is asyncio.sleep:  # the real clock: one timer, no task (every start)
-                await asyncio.wait((self._stop_signal(),), timeout=seconds)
-                return
-            await _first(self.sleep(seconds), self._stopping.wait())
+            await self._pause(seconds)  # every start
             return
         st.wake.clear()
         await _first(self.sleep(seconds), st.wake.wait(), self._stopping.wait())
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds` or until `stop` begins."""
+        if self.sleep is asyncio.sleep:  # the real clock: one timer, no task
+            await asyncio.wait((self._stop_signal(),), timeout=seconds)
+        else:
+            await _first(self.sleep(seconds), self._stopping.wait())
 
     def _stop_signal(self) -> asyncio.Future[None]:
         """A future that is done once `stop` began (made on the running loop when first asked)."""
@@ -340,7 +347,7 @@ class Forwarder:
         # schedule no flush of their own, and must not wait for their leases to run out.
         while self._delivered:
             if after:
-                await _first(self.sleep(after), self._stopping.wait())
+                await self._pause(after)
             ids, self._delivered = self._delivered, []
             try:
                 await self.outbox.delivered(ids, self.clock())
