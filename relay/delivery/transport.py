@@ -87,10 +87,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
             ) as answer:
                 content = await answer.read()
+                # `stream=`: the answer's own headers as sent, no Content-Length added
                 return httpx.Response(
                     answer.status,
                     headers=answer.raw_headers,
-                    content=content,
+                    stream=httpx.ByteStream(content),
                     request=request,
                 )
         except aiohttp.ConnectionTimeoutError as exc:

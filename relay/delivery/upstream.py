@@ -103,24 +103,29 @@ class Upstream:
         self.client = client
         self.timeout = timeout
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
-        self._urls: dict[str, httpx.URL] = {}
-        self._headers: dict[str | None, list[tuple[bytes, bytes]]] = {}
+        self._targets: dict[tuple[str, str | None], tuple[httpx.URL, httpx.Headers]] = {}
 
     def request(self, url: str, token: str | None, payload: bytes) -> httpx.Request:
-        """The POST of `payload` to `url`, with the client's headers and the bearer `token`."""
-        target = self._urls.get(url)
+        """The POST of `payload` to `url`, with the client's headers and the bearer `token`.
+
+        Made with `stream=`, so httpx adds no headers of its own: Host and Content-Length are
+        set here, as httpx would set them, from headers merged once per URL and token.
+        """
+        target = self._targets.get((url, token))
         if target is None:
-            target = self._urls[url] = httpx.URL(url)
-        headers = self._headers.get(token)
-        if headers is None:
-            own = {"Content-Type": "application/json"}
+            parsed = httpx.URL(url)
+            headers = httpx.Headers({"Host": parsed.netloc.decode("ascii")})
+            headers.update(self.client.headers)
+            headers["Content-Type"] = "application/json"
             if token:
-                own["Authorization"] = f"Bearer {token}"
-            merged = httpx.Headers(self.client.headers)
-            merged.update(own)
-            headers = self._headers[token] = merged.raw
+                headers["Authorization"] = f"Bearer {token}"
+            target = self._targets[(url, token)] = (parsed, headers)
+        parsed, template = target
+        headers = httpx.Headers(template)
+        headers["Content-Length"] = str(len(payload))
         return httpx.Request(
-            "POST", target, headers=headers, content=payload, extensions=self._extensions
+            "POST", parsed, headers=headers, stream=httpx.ByteStream(payload),
+            extensions=self._extensions,
         )
 
     async def send(self, url: str, token: str | None, payload: bytes, now: float) -> Outcome:
