@@ -519,9 +519,13 @@ def run(events: int, rate: int, seconds: float, baseline_seconds: float, spaces:
         counts = asyncio.run(outbox_counts(settings.database))
         starts = space_starts(workdir / "forwarder.log", rate)
     result = report(forwarder, baselines, command, events * spaces, counts)
+    # The pace is judged by the relay's own starts, as the soak does: arrivals at the upstream
+    # also carry the machine's jitter (one request held back an interval on a busy machine
+    # makes rate/60 + 2), and with several Spaces they add up the Spaces' allowances.
     space_bursts_ok = starts.most_in_1s_max <= starts.allowed_1s
-    if spaces > 1:  # all Spaces together may send the sum of their allowances in a second
-        result["bursts_ok"] = space_bursts_ok
+    result["arrivals_within_1s_allowance"] = result["bursts_ok"]
+    result["bursts_ok"] = space_bursts_ok and (
+        forwarder.max_60s is None or forwarder.max_60s <= forwarder.configured_per_min)
     result.update(spaces=spaces, backend=backend, per_space_achieved_min=min(per_space),
                   per_space_achieved_max=max(per_space), per_space_starts=asdict(starts),
                   per_space_bursts_ok=space_bursts_ok)
@@ -598,9 +602,11 @@ def markdown(result: dict[str, Any]) -> str:
         f" (1-min load average {result['forwarder']['load_1min']} in the forwarder's window,"
         f" {result['baseline']['load_1min']} in the aiohttp loop's)"),
         f"achieved/configured >= 0.98: {_yes(result['rate_ok'])}",
-        (f"never over rate/60 + 1 in 1 s nor the rate in 60 s"
-        f"{' (each Space, by its start records)' if result['spaces'] > 1 else ''}:"
-        f" {_yes(result['bursts_ok'])}"),
+        (f"never over rate/60 + 1 starts in 1 s (each Space, by its start records) nor the"
+        f" rate in 60 s: {_yes(result['bursts_ok'])}"),
+        (f"arrivals at the upstream (jitter included) within rate/60 + 1 in any 1 s:"
+        f" {_yes(result['arrivals_within_1s_allowance'])}"
+        f"{'' if result['spaces'] == 1 else ' (all Spaces together: not a per-Space bound)'}"),
         f"forwarder: `{result['forwarder_command']}`, backlog {result['backlog']} events",
         f"outbox afterwards: {result['outbox_after']}",
         f"{result['cpus']} CPUs, 1-min load average {result['load_average_1min_after']} at the end",
