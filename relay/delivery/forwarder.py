@@ -29,6 +29,11 @@ log = logging.getLogger("relay.forwarder")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
+# Event loops' timers may fire up to about a millisecond early (uvloop counts whole
+# milliseconds, from a time taken at the start of the loop's iteration). The waits that must
+# not end early (for a slot, and the per-second cap) ask for this much more: a start never
+# precedes its slot, and the cap's wait is one nap, not a string of naps for the last sliver.
+TIMER_SLACK = 0.002
 # Seconds a delivered event may wait to be marked, with others. A kill inside it sends those
 # events again (at-least-once); each flush is a commit in the writer thread, whose cost is per
 # flush, not per event (bench/README.md, issue 16): 0.05 s cost about 20 commits a second.
@@ -189,7 +194,7 @@ class Forwarder:
         while st.starts and now - st.starts[0] >= 1.0:
             st.starts.popleft()
         if len(st.starts) >= st.per_second:
-            await self._nap(st, st.starts[0] + 1.0 - now, wakeable=False)
+            await self._nap(st, st.starts[0] + 1.0 - now + TIMER_SLACK, wakeable=False)
             return
         event = await self._next_event(st, now)
         if event is None:
@@ -215,7 +220,7 @@ class Forwarder:
             return
         if wait > 0:
             holds = st.holds
-            await self._nap(st, wait, wakeable=False)
+            await self._nap(st, wait + TIMER_SLACK, wakeable=False)  # never before the slot
             if self._stopping.is_set() or st.holds != holds:  # stopping, or held meanwhile
                 st.buffer.appendleft(event)  # released by stop(), or sent after the hold
                 return
