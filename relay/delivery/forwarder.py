@@ -31,8 +31,8 @@ BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
 # Event loops' timers may fire up to about a millisecond early (uvloop counts whole
 # milliseconds, from a time taken at the start of the loop's iteration). The waits that must
-# not end early (for a slot, and the per-second cap) ask for this much more: a start never
-# precedes its slot, and the cap's wait is one nap, not a string of naps for the last sliver.
+# not end early (for a slot, for a hold, and the per-second cap) ask for this much more: a
+# start never precedes its slot, and each wait is one nap, not naps for the last sliver.
 TIMER_SLACK = 0.002
 # Seconds a delivered event may wait to be marked, with others. A kill inside it sends those
 # events again (at-least-once); each flush is a commit in the writer thread, whose cost is per
@@ -184,7 +184,7 @@ class Forwarder:
             if slot - now > st.interval:  # Retry-After, a pause or a backoff: wait for `slot`
                 if slot - now > self.settings.upstream_timeout_seconds:
                     await self._release_buffer(st)  # long wait: do not sit on leases
-                await self._nap(st, slot - now, wakeable=False)
+                await self._nap(st, slot - now + TIMER_SLACK, wakeable=False)
                 return
         if len(st.inflight) >= self.concurrency:
             await asyncio.wait(st.inflight, return_when=asyncio.FIRST_COMPLETED)
