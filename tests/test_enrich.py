@@ -189,6 +189,14 @@ def test_ip_is_set_only_with_a_fingerprint() -> None:
     assert "idempotency_key" not in event  # the outbox entry gets a generated one
 
 
+def test_a_long_user_agent_is_cut_to_its_bound_before_it_is_stored() -> None:
+    # The header is the sender's to write, up to the head's 16 KiB: the event keeps 512.
+    client = Client(ip=None, user_agent="Mozilla/5.0 " + "x" * 15_000, comet_token="t" * 22)
+    event, errors = browser_event({"event_name": "contact"}, client, frozenset(), NOW)
+    assert errors == {}
+    assert event["user_agent"] == ("Mozilla/5.0 " + "x" * 15_000)[:512]
+
+
 def test_no_user_agent_header_means_no_user_agent_field() -> None:
     client = Client(ip=None, user_agent=None, comet_token="t" * 22)
     event, errors = browser_event({"event_name": "contact"}, client, frozenset(), NOW)

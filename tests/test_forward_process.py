@@ -2,7 +2,7 @@
 
 Real processes throughout: forwarders started as `python -m relay.cli forward`, the fake
 upstream from tests/fake_upstream.py, signals sent as an init system would send them. The
-pruning test at the end drives a Forwarder in-process with an injected clock instead.
+last two tests drive a Forwarder in-process with an injected clock instead.
 """
 
 from __future__ import annotations
@@ -324,3 +324,40 @@ def test_the_prune_loop_removes_delivered_events_older_than_the_retention(tmp_pa
 
     asyncio.run(scenario())
 
+
+
+def test_a_timer_that_fires_early_does_not_start_a_request_before_its_slot(
+    tmp_path: Path, upstream: UpstreamProcess
+) -> None:
+    # uvloop's timers count whole milliseconds from a loop time read at the start of a busy
+    # turn, so a nap may end a little before the slot it waited for. Here every nap ends 4 ms
+    # early on the injected clock; each request must still start in its slot, not before.
+    space = SpaceSettings("acme", upstream_url=upstream.track_url, upstream_rate_per_minute=600)
+    settings = Settings(database=str(tmp_path / "relay.db"), spaces={"acme": space})
+    box = SQLiteOutbox(settings.database)
+    now = [T0]
+    starts: list[Any] = []
+
+    async def early(seconds: float) -> None:
+        if seconds >= 60:  # the pruner's wait: real, so it does not run the clock ahead
+            await asyncio.sleep(seconds)
+        now[0] += seconds - 0.004 if seconds > 0.004 else seconds
+        await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        await box.start()
+        await box.enqueue([NewEvent("acme", "purchase", f"early-{i}", b"{}", (), T0 + DAY, T0)
+                           for i in range(5)], T0)
+        async with httpx.AsyncClient() as client:
+            forwarder = Forwarder(settings, box, Upstream(client), clock=lambda: now[0],
+                                  sleep=early, on_settled=lambda *a: starts.append(a[-1]))
+            forwarder.start()
+            try:
+                await until(lambda: len(starts) == 5)
+            finally:
+                await forwarder.stop(1)
+        await box.close()
+
+    asyncio.run(scenario())
+    assert len({s.slot for s in starts}) == 5  # five slots, one interval apart
+    assert all(s.at >= s.slot for s in starts), [(s.slot - T0, s.at - T0) for s in starts]
