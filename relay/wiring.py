@@ -16,8 +16,9 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
-from relay.delivery.forwarder import Forwarder, upstream_client
+from relay.delivery.forwarder import Forwarder
 from relay.delivery.pacing import open_pacer
+from relay.delivery.transport import forwarding_client
 from relay.delivery.upstream import Upstream
 from relay.intake import Intake
 from relay.lifecycle import Lifecycle
@@ -89,7 +90,7 @@ def build(
         parts.forwarder = Forwarder(
             settings,
             outbox,
-            Upstream(upstream_client(), settings.upstream_timeout_seconds),
+            Upstream(forwarding_client(), settings.upstream_timeout_seconds),
             clock=clock,
             pacer=open_pacer(settings.database),
             on_settled=observer.settled,

@@ -71,6 +71,9 @@ async def track(request: Request) -> Response:
     record: dict[str, Any] = {
         "at": now,
         "authorization": request.headers.get("authorization"),
+        "user_agent": request.headers.get("user-agent"),
+        "content_type": request.headers.get("content-type"),
+        "peer_port": request.client.port if request.client else None,  # one per connection
         "body": text,
         "status": "dropped" if rule.get("drop") else status,
     }

@@ -17,9 +17,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-import httpx
-
-from relay import __version__
 from relay.delivery.pacing.base import Pacer
 from relay.delivery.pacing.memory import MemoryPacer
 from relay.delivery.upstream import Outcome, Upstream, Verdict
@@ -32,8 +29,15 @@ log = logging.getLogger("relay.forwarder")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
-USER_AGENT = f"comet-relay/{__version__}"
-DELIVERED_FLUSH = 0.05  # seconds a delivered event may wait to be marked, with others
+# Event loops' timers may fire up to about a millisecond early (uvloop counts whole
+# milliseconds, from a time taken at the start of the loop's iteration). The waits that must
+# not end early (for a slot, for a hold, and the per-second cap) ask for this much more: a
+# start never precedes its slot, and each wait is one nap, not naps for the last sliver.
+TIMER_SLACK = 0.002
+# Seconds a delivered event may wait to be marked, with others. A kill inside it sends those
+# events again (at-least-once); each flush is a commit in the writer thread, whose cost is per
+# flush, not per event (bench/README.md, issue 16): 0.05 s cost about 20 commits a second.
+DELIVERED_FLUSH = 0.25
 
 
 def backoff(attempts: int, rng: random.Random, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -72,6 +76,9 @@ class SpaceState:
     sent: int = 0
     per_second: int = 1  # most starts in any sliding second: leaves the +1 for jitter
     starts: deque[float] = field(default_factory=deque)  # start times of the last second
+    slots: deque[float] = field(default_factory=deque)  # reserved starts not used yet
+    holds: int = 0  # holds so far: a start reserved before one is not used
+    held_until: float = 0.0  # the latest hold this forwarder asked for
 
 
 class Forwarder:
@@ -110,6 +117,7 @@ class Forwarder:
             s.id: _state(s) for s in settings.spaces.values() if s.upstream_url and s.active
         }
         self._stopping = asyncio.Event()
+        self._stop_future: asyncio.Future[None] | None = None
         self._delivered: list[int] = []
         self._flush: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -133,6 +141,8 @@ class Forwarder:
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming, let requests in flight finish within `timeout`, release every lease."""
         self._stopping.set()
+        if self._stop_future is not None and not self._stop_future.done():
+            self._stop_future.set_result(None)
         for st in self.states.values():
             st.wake.set()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -167,14 +177,15 @@ class Forwarder:
     async def _step(self, st: SpaceState) -> None:
         sid = st.space.id
         now = self.clock()
-        slot = await self.pacer.next_slot(sid)
-        # Within one interval of the slot, go on and reserve it now: waking late for every
-        # request would lose that lateness each time and drift below the configured rate.
-        if slot - now > st.interval:  # Retry-After, a pause or a backoff: wait for `slot`
-            if slot - now > self.settings.upstream_timeout_seconds:
-                await self._release_buffer(st)  # long wait: do not sit on leases
-            await self._nap(st, slot - now, wakeable=False)
-            return
+        if not st.slots:  # asked once per batch: a hold, a pause or a backoff shows here
+            slot = max(await self.pacer.next_slot(sid), st.held_until)
+            # Within one interval of the slot, go on and reserve now: waking late for every
+            # request would lose that lateness each time and drift below the configured rate.
+            if slot - now > st.interval:  # Retry-After, a pause or a backoff: wait for `slot`
+                if slot - now > self.settings.upstream_timeout_seconds:
+                    await self._release_buffer(st)  # long wait: do not sit on leases
+                await self._nap(st, slot - now + TIMER_SLACK, wakeable=False)
+                return
         if len(st.inflight) >= self.concurrency:
             await asyncio.wait(st.inflight, return_when=asyncio.FIRST_COMPLETED)
             return
@@ -183,7 +194,7 @@ class Forwarder:
         while st.starts and now - st.starts[0] >= 1.0:
             st.starts.popleft()
         if len(st.starts) >= st.per_second:
-            await self._nap(st, st.starts[0] + 1.0 - now, wakeable=False)
+            await self._nap(st, st.starts[0] + 1.0 - now + TIMER_SLACK, wakeable=False)
             return
         event = await self._next_event(st, now)
         if event is None:
@@ -191,20 +202,30 @@ class Forwarder:
             idle = self.idle_poll if due is None else min(self.idle_poll, max(0.0, due - now))
             await self._nap(st, idle)
             return
-        # The slot is reserved after the claim, so starts stay spaced; with a shared pacer the
-        # Space's other forwarders may hold the next slots.
-        start = await self.pacer.reserve(sid, st.interval, self.clock())
+        if not st.slots:
+            # The starts of the events in hand (up to a batch), reserved in one step after the
+            # claim, so they stay spaced; with a shared pacer the Space's other forwarders may
+            # hold the next slots.
+            n = min(1 + len(st.buffer), st.batch)
+            st.slots.extend(await self.pacer.reserve_batch(sid, st.interval, n, self.clock()))
+        start = st.slots.popleft()
         wait = start - self.clock()
-        if wait > self.settings.upstream_timeout_seconds:
+        # The lease must outlast the wait and the request, or another forwarder could claim
+        # the event meanwhile and send it too.
+        if wait > self.settings.upstream_timeout_seconds or (
+            event.lease_until < start + self.settings.upstream_timeout_seconds + 1.0
+        ):
             st.buffer.appendleft(event)
             await self._release_buffer(st)
             return
         # A timer may fire early (uvloop's counts whole milliseconds from a time it read at the
-        # start of the loop's turn, which a busy turn makes stale): nap until the slot has come.
+        # start of the loop's turn, which a busy turn makes stale): nap a little past the
+        # slot, and again should even that end before it.
         while wait > 0:
-            await self._nap(st, wait, wakeable=False)
-            if self._stopping.is_set():
-                st.buffer.appendleft(event)  # released by stop()
+            holds = st.holds
+            await self._nap(st, wait + TIMER_SLACK, wakeable=False)  # never before the slot
+            if self._stopping.is_set() or st.holds != holds:  # stopping, or held meanwhile
+                st.buffer.appendleft(event)  # released by stop(), or sent after the hold
                 return
             wait = start - self.clock()
         at = self.clock()
@@ -228,10 +249,32 @@ class Forwarder:
             await asyncio.sleep(0)
             return
         if not wakeable:
-            await _first(self.sleep(seconds), self._stopping.wait())
+            await self._pause(seconds)  # every start
             return
         st.wake.clear()
         await _first(self.sleep(seconds), st.wake.wait(), self._stopping.wait())
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds` or until `stop` begins."""
+        if self.sleep is asyncio.sleep:  # the real clock: one timer, no task
+            await asyncio.wait((self._stop_signal(),), timeout=seconds)
+        else:
+            await _first(self.sleep(seconds), self._stopping.wait())
+
+    def _stop_signal(self) -> asyncio.Future[None]:
+        """A future that is done once `stop` began (made on the running loop when first asked)."""
+        if self._stop_future is None:
+            self._stop_future = asyncio.get_running_loop().create_future()
+            if self._stopping.is_set():
+                self._stop_future.set_result(None)
+        return self._stop_future
+
+    def _held(self, st: SpaceState, until: float) -> None:
+        """The Space is held until `until`: the starts this forwarder reserved before are given
+        up, and the hold counts here at once, before the pacer has stored it."""
+        st.holds += 1
+        st.held_until = max(st.held_until, until)
+        st.slots.clear()
 
     # one delivery ----------------------------------------------------------------------
 
@@ -260,6 +303,7 @@ class Forwarder:
             self.on_settled(event, "delivered", outcome, seconds, None, start)
         elif outcome.verdict is Verdict.SLOW_DOWN:
             delay = outcome.delay if outcome.delay is not None else 60.0
+            self._held(st, now + delay)
             await self.pacer.hold(sid, now + delay, now)
             log.warning("upstream asked Space %s to slow down for %.0f s", sid, delay)
             await self.outbox.retry(event.id, now + delay, outcome.status, outcome.message, now)
@@ -271,6 +315,7 @@ class Forwarder:
                 return  # a request that was already in flight when the pause began
             st.pause = PAUSE_FIRST if st.pause == 0 else min(BACKOFF_CAP, st.pause * 2)
             st.paused_until = now + st.pause
+            self._held(st, st.paused_until)
             await self.pacer.hold(sid, st.paused_until, now)
             log.error(
                 "UPSTREAM REFUSED THE CREDENTIALS of Space %s (HTTP %s: %s); check upstream_url and "
@@ -279,7 +324,9 @@ class Forwarder:
             )
         elif outcome.verdict is Verdict.RETRY:
             st.failures += 1
-            await self.pacer.hold(sid, now + backoff(st.failures - 1, self.rng), now)
+            until = now + backoff(st.failures - 1, self.rng)
+            self._held(st, until)
+            await self.pacer.hold(sid, until, now)
             if now - event.received_at > self.max_age:
                 reason = f"gave up after {event.attempts + 1} attempts: {outcome.message}"
                 await self.outbox.dead(event.id, outcome.status, reason, now)
@@ -309,7 +356,7 @@ class Forwarder:
         # schedule no flush of their own, and must not wait for their leases to run out.
         while self._delivered:
             if after:
-                await _first(self.sleep(after), self._stopping.wait())
+                await self._pause(after)
             ids, self._delivered = self._delivered, []
             try:
                 await self.outbox.delivered(ids, self.clock())
@@ -317,6 +364,7 @@ class Forwarder:
                 log.exception("could not mark %d delivered events; they will be sent again", len(ids))
 
     async def _release_buffer(self, st: SpaceState) -> None:
+        st.slots.clear()  # reserved for these events: lost, as the pacer allows
         if st.buffer:
             ids = [e.id for e in st.buffer]
             st.buffer.clear()
@@ -352,10 +400,3 @@ async def _first(*aws: Awaitable[object]) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def upstream_client() -> httpx.AsyncClient:
-    """The HTTP client the forwarder sends with: room for every Space's requests in flight,
-    and the relay's User-Agent."""
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return httpx.AsyncClient(limits=limits, headers={"User-Agent": USER_AGENT})

@@ -90,23 +90,58 @@ def _message(body: bytes) -> str:
 
 
 class Upstream:
-    """Sends events to a Space's upstream with its bearer token."""
+    """Sends events to a Space's upstream with its bearer token.
+
+    Each event is one `httpx.Request` handed straight to the client's transport: the
+    client's own layers (auth, redirects, cookies, event hooks) do nothing for these POSTs
+    but cost about as much CPU as the transport itself (bench/README.md, "What each client
+    cost"). The client's default headers (its User-Agent) are sent all the same; a URL's
+    parsed form and each token's headers are made once.
+    """
 
     def __init__(self, client: httpx.AsyncClient, timeout: float = 10.0) -> None:
         self.client = client
         self.timeout = timeout
+        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        self._targets: dict[tuple[str, str | None], tuple[httpx.URL, httpx.Headers]] = {}
+
+    def request(self, url: str, token: str | None, payload: bytes) -> httpx.Request:
+        """The POST of `payload` to `url`, with the client's headers and the bearer `token`.
+
+        Made with `stream=`, so httpx adds no headers of its own: Host and Content-Length are
+        set here, as httpx would set them, from headers merged once per URL and token.
+        """
+        target = self._targets.get((url, token))
+        if target is None:
+            parsed = httpx.URL(url)
+            headers = httpx.Headers({"Host": parsed.netloc.decode("ascii")})
+            headers.update(self.client.headers)
+            headers["Content-Type"] = "application/json"
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            target = self._targets[(url, token)] = (parsed, headers)
+        parsed, template = target
+        headers = httpx.Headers(template)
+        headers["Content-Length"] = str(len(payload))
+        return httpx.Request(
+            "POST", parsed, headers=headers, stream=httpx.ByteStream(payload),
+            extensions=self._extensions,
+        )
 
     async def send(self, url: str, token: str | None, payload: bytes, now: float) -> Outcome:
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        request = self.request(url, token, payload)
+        transport = self.client._transport_for_url(request.url)
         try:
-            r = await self.client.post(url, content=payload, headers=headers, timeout=self.timeout)
+            r = await transport.handle_async_request(request)
+            try:
+                content = await r.aread()
+            finally:
+                await r.aclose()
         except httpx.TimeoutException:
             return Outcome(Verdict.RETRY, None, f"no answer within {self.timeout:g} s")
         except httpx.TransportError as exc:
             return Outcome(Verdict.RETRY, None, f"connection failed: {type(exc).__name__}: {exc}"[:MAX_MESSAGE])
-        outcome = classify(r.status_code, r.headers, r.content, now)
+        outcome = classify(r.status_code, r.headers, content, now)
         if token and token in outcome.message:  # it is logged and stored: never the token
             outcome = replace(outcome, message=outcome.message.replace(token, REDACTED))
         return outcome

@@ -3,7 +3,8 @@
 A Space's upstream accepts `upstream_rate_per_minute` requests; its forwarders must start them
 at least `interval = 60 / rate` seconds apart, all forwarders together. A pacer hands out
 start times: `reserve` gives the caller the next free slot and moves the Space's next slot one
-interval on, atomically, so two forwarders never get the same slot. `hold` pushes the next
+interval on, atomically, so two forwarders never get the same slot; `reserve_batch` does so
+for n slots in one step. `hold` pushes the next
 slot later (the upstream's Retry-After, a pause after 401/403, a backoff).
 
 `memory.MemoryPacer` serves the forwarders of one process (tests); `sqlite.SQLitePacer` those
@@ -30,6 +31,15 @@ class Pacer(Runs, Protocol):
         """
         ...
 
+    async def reserve_batch(self, space: str, interval: float, n: int, now: float) -> list[float]:
+        """`n` start times `interval` apart, in one atomic step: as `n` calls of `reserve`.
+
+        The first is max(now, the Space's next slot); the next slot becomes the last + interval.
+        A forwarder reserves the starts of the events it holds at once, so the pace costs one
+        write per batch, not per request.
+        """
+        ...
+
     async def hold(self, space: str, until: float, now: float) -> None:
         """No slot of `space` before `until` (slots already handed out are kept)."""
         ...
@@ -37,3 +47,8 @@ class Pacer(Runs, Protocol):
     async def next_slot(self, space: str) -> float:
         """When the Space's next slot is (0 if none was ever reserved), reserving nothing."""
         ...
+
+
+def slots(first: float, interval: float, n: int) -> list[float]:
+    """`n` start times from `first`, `interval` apart: what `Pacer.reserve_batch` returns."""
+    return [first + i * interval for i in range(n)]

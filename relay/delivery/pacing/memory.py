@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from relay.delivery.pacing.base import slots
 from relay.lifecycle import Lifecycle
 
 
@@ -16,6 +17,12 @@ class MemoryPacer(Lifecycle):
         start = max(now, self._next.get(space, 0.0))
         self._next[space] = start + interval
         return start
+
+    async def reserve_batch(self, space: str, interval: float, n: int, now: float) -> list[float]:
+        """See `Pacer.reserve_batch`."""
+        start = max(now, self._next.get(space, 0.0))
+        self._next[space] = start + n * interval
+        return slots(start, interval, n)
 
     async def hold(self, space: str, until: float, now: float) -> None:
         """See `Pacer.hold`."""

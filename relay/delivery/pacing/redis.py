@@ -3,6 +3,7 @@ Space's Cluster slot, moved by one Lua script (pace.lua)."""
 
 from __future__ import annotations
 
+from relay.delivery.pacing.base import slots
 from relay.lifecycle import Lifecycle
 from relay.redis_link import RedisLink, load_script, number
 
@@ -10,7 +11,7 @@ PACE = load_script("relay.delivery.pacing", "pace.lua")
 
 
 class RedisPacer(Lifecycle):
-    """The pacer shared by every relay on one Redis; one script call per `reserve`/`hold`.
+    """The pacer shared by every relay on one Redis; one script call per `reserve`, `reserve_batch` or `hold`.
 
     Call `start` before use and `close` at shutdown.
     """
@@ -36,6 +37,13 @@ class RedisPacer(Lifecycle):
             PACE, [self._key(space)], ["reserve", number(now), number(interval)]
         )
         return float(start)
+
+    async def reserve_batch(self, space: str, interval: float, n: int, now: float) -> list[float]:
+        """See `Pacer.reserve_batch`; one script call for all `n`."""
+        start = await self.link.call(
+            PACE, [self._key(space)], ["reserve", number(now), number(interval), str(n)]
+        )
+        return slots(float(start), interval, n)
 
     async def hold(self, space: str, until: float, now: float) -> None:
         """See `Pacer.hold`."""

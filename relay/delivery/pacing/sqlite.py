@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from relay.delivery.pacing.base import slots
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
 from relay.store.sqlite.schema import private_file
@@ -78,6 +79,16 @@ class SQLitePacer(Lifecycle):
             return start
 
         return await self._write(work)
+
+    async def reserve_batch(self, space: str, interval: float, n: int, now: float) -> list[float]:
+        """See `Pacer.reserve_batch`; one write transaction for all `n`."""
+
+        def work(conn: sqlite3.Connection) -> float:
+            start = max(now, _stored(conn, space, now))
+            conn.execute(UPSERT, (space, start + n * interval))
+            return start
+
+        return slots(await self._write(work), interval, n)
 
     async def hold(self, space: str, until: float, now: float) -> None:
         """See `Pacer.hold`."""

@@ -103,11 +103,13 @@ class SQLiteOutbox(TickBatchedOutbox):
             with self._read_lock:
                 reader.close()
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, work: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        # durable=False: the forwarder's claims and marks; a power cut may undo them, which
+        # only sends events again (writer.py)
         if self._writer is None:
             raise Unavailable("The outbox is not started.")
         try:
-            return await self._writer.submit(work)
+            return await self._writer.submit(work, durable=durable)
         except sqlite3.Error as exc:
             raise Unavailable(f"The outbox could not write: {exc}") from exc
 
@@ -183,7 +185,7 @@ class SQLiteOutbox(TickBatchedOutbox):
                 for id_, name, key, payload, attempts, received_at, source, twin in rows
             ]
 
-        return await self._write(work)
+        return await self._write(work, durable=False)
 
     async def delivered(self, ids: Sequence[int], now: float) -> None:
         """See `Outbox.delivered`."""
@@ -191,6 +193,7 @@ class SQLiteOutbox(TickBatchedOutbox):
             "UPDATE outbox SET status = 'delivered', delivered_at = ?, changed_at = ?,"
             " lease_until = NULL WHERE id = ? AND status != 'delivered'",
             [(now, now, id_) for id_ in ids],
+            durable=False,
         )
 
     async def retry(self, id: int, at: float, status: int | None, message: str, now: float) -> None:
@@ -199,6 +202,7 @@ class SQLiteOutbox(TickBatchedOutbox):
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,"
             " last_status = ?, last_message = ?, changed_at = ? WHERE id = ? AND status = 'queued'",
             [(at, status, message, now, id)],
+            durable=False,
         )
 
     async def dead(self, id: int, status: int | None, message: str, now: float) -> None:
@@ -208,6 +212,7 @@ class SQLiteOutbox(TickBatchedOutbox):
             " changed_at = ?, lease_until = NULL, last_status = ?, last_message = ?"
             " WHERE id = ? AND status = 'queued'",
             [(now, now, status, message, id)],
+            durable=False,
         )
 
     async def release(self, ids: Sequence[int]) -> None:
@@ -215,6 +220,7 @@ class SQLiteOutbox(TickBatchedOutbox):
         await self._write_each(
             "UPDATE outbox SET lease_until = NULL WHERE id = ? AND status = 'queued'",
             [(id_,) for id_ in ids],
+            durable=False,
         )
 
     async def replay(self, ids: Sequence[int] | None, now: float) -> int:
@@ -227,11 +233,13 @@ class SQLiteOutbox(TickBatchedOutbox):
             return await self._write_each(sql, [(now, now)])
         return await self._write_each(sql + " AND id = ?", [(now, now, id_) for id_ in ids])
 
-    async def _write_each(self, sql: str, params: list[tuple[Any, ...]]) -> int:
+    async def _write_each(
+        self, sql: str, params: list[tuple[Any, ...]], durable: bool = True
+    ) -> int:
         """Run `sql` once per parameter tuple in one job; returns the rows changed."""
         if not params:
             return 0
-        return await self._write(lambda conn: conn.executemany(sql, params).rowcount)
+        return await self._write(lambda conn: conn.executemany(sql, params).rowcount, durable)
 
     async def prune(self, delivered_before: float, now: float) -> int:
         """See `Outbox.prune`; deletes in chunks of PRUNE_CHUNK rows, one transaction each.

@@ -11,6 +11,13 @@ pages, and that commit (with every request waiting on it) would pay for copying 
 an fsync of the database file; under load that was every few dozen commits. The writer still
 checkpoints by itself past `WRITER_CHECKPOINT_PAGES` (schema.py), should the thread fall
 behind.
+
+Durability per group: a job submitted with `durable=False` (the forwarder's claims and marks)
+needs its commit to survive the process being killed, not the machine losing power: losing
+one of those to a power cut only sends an event again, which at-least-once allows. A group of
+such jobs alone commits with `synchronous = NORMAL` (in WAL mode: no fsync, still safe from a
+kill); a group with any durable job (an enqueue: accept means durable) commits with `FULL`,
+and its fsync covers the WAL written before it too.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class _Job:
     work: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    durable: bool = True
 
 
 _Answer = tuple["asyncio.Future[Any]", bool, Any]  # (future, ok, result or exception)
@@ -59,19 +67,25 @@ class GroupCommitter:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.commits = 0
+        self.synced_commits = 0  # the commits that were fsynced (a durable job in the group)
+        self._synchronous_full = True  # the connection's setting (schema.py sets FULL)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit(
+        self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> asyncio.Future[T]:
+        """Run `work` in the next group; answered after its commit. `durable=False`: the
+        commit need not survive a power cut (see the module docstring)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             if self._closing:
                 raise Unavailable("The outbox is closed.")
-            self._jobs.put(_Job(work, loop, future))
+            self._jobs.put(_Job(work, loop, future, durable))
         return future
 
     def stop(self, timeout: float) -> bool:
@@ -116,7 +130,11 @@ class GroupCommitter:
 
     def _run_group(self, jobs: list[_Job]) -> None:
         conn = self.conn
+        durable = any(job.durable for job in jobs)
         try:
+            if durable is not self._synchronous_full:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._fail(jobs, exc)
@@ -144,6 +162,7 @@ class GroupCommitter:
             self._fail(jobs, exc)
             return
         self.commits += 1
+        self.synced_commits += durable
         self._answer([(job, ok, value) for job, (ok, value) in zip(jobs, outcomes)])
 
     def _undo_job(self, conn: sqlite3.Connection) -> bool:

@@ -1,0 +1,66 @@
+"""The forwarder's batch of reserved starts, in-process against a real upstream process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from relay.delivery.forwarder import Forwarder, Start
+from relay.delivery.pacing.memory import MemoryPacer
+from relay.delivery.transport import forwarding_client
+from relay.delivery.upstream import Upstream
+from relay.settings import Settings
+from relay.settings import Space as SpaceSettings
+from relay.store.base import Claimed, NewEvent
+from relay.store.sqlite import SQLiteOutbox
+from tests.support import UpstreamProcess
+
+RETRY_AFTER = 30.0
+
+
+def test_a_429_gives_up_the_starts_reserved_before_it(tmp_path: Path) -> None:
+    """At 60,000/min a batch of 20 starts is reserved at once; after a 429 (with one request
+    in flight at a time) none of them is used: the next start waits for the Retry-After."""
+    states: list[tuple[str, Start]] = []
+    naps: list[float] = []
+    with UpstreamProcess(tmp_path) as up:
+        up.control(script=[{"status": 429, "retry_after": str(int(RETRY_AFTER))}])
+        space = SpaceSettings("acme", upstream_url=up.track_url, upstream_rate_per_minute=60000)
+        settings = Settings(database=str(tmp_path / "relay.db"), spaces={"acme": space})
+        box = SQLiteOutbox(settings.database)
+
+        async def scenario() -> None:
+            waited_long = asyncio.Event()
+
+            async def sleep(seconds: float) -> None:  # the forwarder's naps, told, not slept
+                naps.append(seconds)
+                if abs(seconds - RETRY_AFTER) < 2:  # the Space's loop, waiting out the hold
+                    waited_long.set()
+                if seconds > 5:  # that, or the pruner's nap: until stop() ends it
+                    await asyncio.Event().wait()
+                await asyncio.sleep(0)
+
+            def settled(event: Claimed, state: str, *rest: object) -> None:
+                start = rest[-1]
+                assert isinstance(start, Start)
+                states.append((state, start))
+
+            await box.start()
+            now = time.time()
+            await box.enqueue([NewEvent("acme", "purchase", f"k{i}", b"{}", (), now, now)
+                               for i in range(40)], now)
+            async with forwarding_client() as client:
+                forwarder = Forwarder(settings, box, Upstream(client, 5.0), sleep=sleep,
+                                      pacer=MemoryPacer(), concurrency=1, on_settled=settled)
+                forwarder.start()
+                try:
+                    await asyncio.wait_for(waited_long.wait(), 20)  # the loop waits out the hold
+                finally:
+                    await forwarder.stop(5)
+            await box.close()
+
+        asyncio.run(scenario())
+        assert [state for state, _ in states] == ["retrying"]
+        assert len(up.received()) == 1
+        assert any(abs(nap - RETRY_AFTER) < 2 for nap in naps)

@@ -1,0 +1,94 @@
+"""`Pacer.reserve_batch` on every backend: n starts in one step, as n `reserve` calls would be."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+import pytest
+
+from relay.delivery.pacing.base import Pacer
+from relay.delivery.pacing.redis import RedisPacer
+from relay.delivery.pacing.sqlite import SQLitePacer
+from tests import test_pacing
+from tests.test_pacing import T0, run
+
+backend = test_pacing.backend  # the same fixture: memory, a SQLite file, the test Redis
+
+
+
+def test_a_batch_is_n_starts_one_interval_apart(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        assert await pacer.reserve_batch("acme", 0.5, 4, T0) == [T0, T0 + 0.5, T0 + 1.0, T0 + 1.5]
+        assert await pacer.next_slot("acme") == T0 + 2.0
+        assert await pacer.reserve("acme", 0.5, T0) == T0 + 2.0  # one at a time goes on after
+        assert await pacer.reserve_batch("acme", 0.5, 2, T0) == [T0 + 2.5, T0 + 3.0]
+        assert await pacer.reserve_batch("acme", 0.5, 1, T0 + 10) == [T0 + 10]  # idle: now
+
+    run(backend, scenario)
+
+
+def test_a_batch_waits_out_a_hold(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        await pacer.hold("acme", T0 + 30, T0)  # Retry-After: 30
+        assert await pacer.reserve_batch("acme", 1.0, 3, T0) == [T0 + 30, T0 + 31, T0 + 32]
+        assert await pacer.reserve_batch("beta", 1.0, 2, T0) == [T0, T0 + 1]  # its own pace
+
+    run(backend, scenario)
+
+
+def test_concurrent_batches_never_share_a_slot(backend: str) -> None:
+    async def scenario(pacer: Pacer) -> None:
+        batches = await asyncio.gather(*(pacer.reserve_batch("acme", 0.25, 5, T0) for _ in range(8)))
+        starts = sorted(s for batch in batches for s in batch)
+        assert starts == pytest.approx([T0 + 0.25 * i for i in range(40)], abs=1e-6)
+
+    run(backend, scenario)
+
+
+def spaced(starts: list[float], interval: float) -> bool:
+    starts = sorted(starts)
+    return all(b - a >= interval - 1e-6 for a, b in itertools.pairwise(starts))
+
+
+def test_two_sqlite_pacers_on_one_file_share_the_pace_in_batches(tmp_path: Path) -> None:
+    path = str(tmp_path / "relay.db")
+
+    async def scenario() -> list[float]:
+        pacers = [SQLitePacer(path), SQLitePacer(path)]
+        for pacer in pacers:
+            await pacer.start()
+        try:
+            batches = await asyncio.gather(
+                *(p.reserve_batch("acme", 0.1, 7, T0) for _ in range(5) for p in pacers)
+            )
+            single = await pacers[0].reserve("acme", 0.1, T0)
+        finally:
+            for pacer in pacers:
+                await pacer.close()
+        return [s for batch in batches for s in batch] + [single]
+
+    starts = asyncio.run(scenario())
+    assert len(starts) == 71 and min(starts) == T0
+    assert spaced(starts, 0.1) and max(starts) == pytest.approx(T0 + 7.0)
+
+
+def test_two_redis_pacers_share_the_pace_in_batches(redis_url: str) -> None:
+    async def scenario() -> list[float]:
+        pacers = [RedisPacer(redis_url), RedisPacer(redis_url)]
+        for pacer in pacers:
+            await pacer.start()
+        try:
+            batches = await asyncio.gather(
+                *(p.reserve_batch("acme", 0.1, 7, T0) for _ in range(5) for p in pacers)
+            )
+            single = await pacers[1].reserve("acme", 0.1, T0)
+        finally:
+            for pacer in pacers:
+                await pacer.close()
+        return [s for batch in batches for s in batch] + [single]
+
+    starts = asyncio.run(scenario())
+    assert len(starts) == 71 and min(starts) == T0
+    assert spaced(starts, 0.1) and max(starts) == pytest.approx(T0 + 7.0, abs=1e-5)
