@@ -218,9 +218,7 @@ class Forwarder:
             st.buffer.appendleft(event)
             await self._release_buffer(st)
             return
-        # A timer may fire early (uvloop's counts whole milliseconds from a time it read at the
-        # start of the loop's turn, which a busy turn makes stale): nap a little past the
-        # slot, and again should even that end before it.
+        # uvloop's timers may fire early (whole ms, from a stale loop time): nap past the slot.
         while wait > 0:
             holds = st.holds
             await self._nap(st, wait + TIMER_SLACK, wakeable=False)  # never before the slot
