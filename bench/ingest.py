@@ -69,6 +69,7 @@ def run_wrk(
         "events_per_s": rps * max(batch, 1),
         "p50_ms": raw["p50_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
+        "requests": raw["requests"],
         "non2xx": raw["non2xx"],
         "socket_errors": raw["socket_errors"],
     }
