@@ -19,6 +19,7 @@ from relay.store.base import (
     ChangePage,
     Claimed,
     DeadEvent,
+    Enqueued,
     Enqueues,
     OutboxStats,
     QueueFigures,
@@ -133,24 +134,28 @@ class SQLiteOutbox(TickBatchedOutbox):
     # calls, not dozens of statements each.
 
     def _flush(self, pending: Enqueues) -> None:
-        def answer(ok: bool, value: Any) -> None:
-            if not ok:
-                error = value if isinstance(value, Unavailable) else Unavailable(
-                    f"The outbox could not write: {value}"
-                )
-                fail_all(pending, error)
-                return
-            for (_, future), result in zip(pending, value):
-                if not future.done():
-                    future.set_result(result)
-
         try:
             if self._writer is None:
                 raise Unavailable("The outbox is not started.")
-            # answered in the commit's own wake-up of the loop (writer.py, submit_then)
-            self._writer.submit_then(lambda conn: enqueue(conn, pending), answer)
+            job = self._writer.submit(lambda conn: enqueue(conn, pending))
         except Exception as exc:  # noqa: BLE001 - every waiting caller gets it
             fail_all(pending, exc)
+            return
+
+        def answer(done: asyncio.Future[list[list[Enqueued]]]) -> None:
+            if done.cancelled():
+                fail_all(pending, Unavailable("The outbox write was cancelled."))
+            elif (exc := done.exception()) is not None:
+                error = exc if isinstance(exc, Unavailable) else Unavailable(
+                    f"The outbox could not write: {exc}"
+                )
+                fail_all(pending, error)
+            else:
+                for (_, future), result in zip(pending, done.result()):
+                    if not future.done():
+                        future.set_result(result)
+
+        job.add_done_callback(answer)
 
     async def claim(self, space: str, n: int, lease_seconds: float, now: float) -> list[Claimed]:
         """See `Outbox.claim`; the select and the lease are one transaction."""

@@ -23,7 +23,6 @@ and its fsync covers the WAL written before it too.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import queue
 import sqlite3
@@ -41,32 +40,25 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SECONDS = 0.5
 
 
-Then = Callable[[bool, Any], None]  # called on the loop with (ok, result or exception)
-
-
 @dataclass
 class _Job:
     work: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
-    then: Then
+    future: asyncio.Future[Any]
     durable: bool = True
 
 
-_Answer = tuple[Then, bool, Any]
+_Answer = tuple["asyncio.Future[Any]", bool, Any]  # (future, ok, result or exception)
 
 
 def _settle(answers: list[_Answer]) -> None:
-    for then, ok, value in answers:
-        then(ok, value)
-
-
-def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # the caller was cancelled; its work is committed all the same
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+    for future, ok, value in answers:
+        if future.done():  # the caller was cancelled; its work is committed all the same
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class GroupCommitter:
@@ -90,21 +82,11 @@ class GroupCommitter:
         commit need not survive a power cut (see the module docstring)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._put(_Job(work, loop, functools.partial(_resolve, future), durable))
-        return future
-
-    def submit_then(
-        self, work: Callable[[sqlite3.Connection], Any], then: Then, *, durable: bool = True
-    ) -> None:
-        """As `submit`, but `then(ok, result or exception)` is called on this event loop in
-        the group's one wake-up after the commit, not a future's callback a loop turn later."""
-        self._put(_Job(work, asyncio.get_running_loop(), then, durable))
-
-    def _put(self, job: _Job) -> None:
         with self._lock:
             if self._closing:
                 raise Unavailable("The outbox is closed.")
-            self._jobs.put(job)
+            self._jobs.put(_Job(work, loop, future, durable))
+        return future
 
     def stop(self, timeout: float) -> bool:
         """Finish the jobs already submitted, then stop; False if that took over `timeout`."""
@@ -157,9 +139,6 @@ class GroupCommitter:
         except sqlite3.Error as exc:
             self._fail(jobs, exc)
             return
-        if len(jobs) == 1:  # nothing to keep apart: no savepoint (two statements fewer)
-            self._run_alone(jobs[0], durable)
-            return
         outcomes: list[tuple[bool, Any]] = []
         for job in jobs:
             try:
@@ -186,20 +165,6 @@ class GroupCommitter:
         self.synced_commits += durable
         self._answer([(job, ok, value) for job, (ok, value) in zip(jobs, outcomes)])
 
-    def _run_alone(self, job: _Job, durable: bool) -> None:
-        """A group of one job: its failure undoes the whole transaction, as its savepoint
-        would have."""
-        try:
-            result = job.work(self.conn)
-            self.conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - the job's caller gets its exception
-            self._rollback()
-            self._fail([job], exc)
-            return
-        self.commits += 1
-        self.synced_commits += durable
-        self._answer([(job, True, result)])
-
     def _undo_job(self, conn: sqlite3.Connection) -> bool:
         if not conn.in_transaction:
             return False
@@ -225,7 +190,7 @@ class GroupCommitter:
         # One wake-up per event loop for the whole group, not one per job.
         by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
         for job, ok, value in outcomes:
-            by_loop.setdefault(job.loop, []).append((job.then, ok, value))
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
         for loop, answers in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_settle, answers)
