@@ -24,6 +24,7 @@ from collections.abc import Callable
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
 from relay.limits.base import Decision, decision
+from relay.sqlite_file import open_side_table
 from relay.tick import Pending, TickBatch, fail_all
 
 SCHEMA = (
@@ -64,17 +65,7 @@ class SQLiteRateLimiter(Lifecycle):
             self._conn = await asyncio.to_thread(self._open)
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_side_table(self.path, self.busy_timeout, SCHEMA)
 
     async def close(self) -> None:
         """Wait for the transactions under way, then close the file; idempotent."""

@@ -23,7 +23,7 @@ from typing import TypeVar
 from relay.delivery.pacing.base import slots
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
-from relay.store.sqlite.schema import private_file
+from relay.sqlite_file import open_side_table
 
 T = TypeVar("T")
 
@@ -50,18 +50,7 @@ class SQLitePacer(Lifecycle):
             self._conn = await self._run_unlocked(self._open)
 
     def _open(self) -> sqlite3.Connection:
-        private_file(self.path)
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_side_table(self.path, self.busy_timeout, SCHEMA)
 
     async def close(self) -> None:
         """Close the connection; idempotent."""

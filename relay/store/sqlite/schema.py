@@ -3,13 +3,11 @@ and its schema, `schema.sql`, created or checked against SCHEMA_VERSION."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
 from importlib.resources import files
-from pathlib import Path
 
 from relay.errors import Unavailable
+from relay.sqlite_file import connect, private_file
 
 # 2: outbox.changed_at and the outbox_steps log (for `outbox tail`)
 # 3: each event's source and twin, each dedup key's event, three priorities (trust tiers)
@@ -19,32 +17,6 @@ SCHEMA = files("relay.store.sqlite").joinpath("schema.sql").read_text(encoding="
 UPGRADES = {2: files("relay.store.sqlite").joinpath("upgrade_2_to_3.sql").read_text("utf-8")}
 WRITER_CHECKPOINT_PAGES = 20000  # about 80 MB of WAL with 4 KiB pages
 WAL_KEPT_BYTES = 64 * 1024 * 1024  # a WAL larger than this is truncated after a checkpoint
-
-
-def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
-    """A connection to the file at `path`, for any thread."""
-    # isolation_level=None: no implicit transactions; the writer issues BEGIN/COMMIT itself.
-    return sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-    )
-
-
-def private_file(path: str) -> None:
-    """Create the outbox file as its owner's alone (0600), or make it so: it holds emails and
-    client addresses. SQLite creates the -wal and -shm files with the mode of the file, and
-    an existing -wal or -shm is made private too. A file owned by another user is left as it
-    is (the relay could not change it, and the owner chose)."""
-    if path == ":memory:":
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    # Only a new file is opened here: closing any descriptor of a file drops every POSIX
-    # lock this process holds on it, the locks of SQLite's own connections included.
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
-    for name in (path, f"{path}-wal", f"{path}-shm"):
-        with contextlib.suppress(FileNotFoundError, PermissionError):
-            if os.stat(name).st_mode & 0o077:
-                os.chmod(name, 0o600)
 
 
 def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlite3.Connection]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from relay.errors import Unavailable
-from relay.store.sqlite.schema import connect
+from relay.sqlite_file import connect
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
