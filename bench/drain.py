@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -224,34 +224,41 @@ async def paced_posts(url: str, payloads: Sequence[bytes], rate: int) -> None:
     The client is set up as `relay.forwarder.forwarding` sets up its own; there is no outbox.
     One request to /warmup opens the connection first, so connecting is not counted as jitter.
     """
-    pacer = Pacer(rate)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-    inflight: set[asyncio.Task[httpx.Response]] = set()
     async with httpx.AsyncClient(limits=limits, headers={"User-Agent": USER_AGENT}) as client:
         warmup = httpx.URL(url).copy_with(path="/warmup")
         await client.post(warmup, content=payloads[0], headers=headers)
-        next_start = time.time()
-        for body in payloads:
-            if (delay := next_start - time.time()) > 0:
-                await asyncio.sleep(delay)
-            if len(inflight) >= CONCURRENCY:
-                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            next_start = pacer.started(time.time())
-            task = asyncio.create_task(client.post(url, content=body, headers=headers, timeout=10))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
-        await asyncio.gather(*inflight)
+        await _paced(payloads, rate, lambda body: client.post(
+            url, content=body, headers=headers, timeout=10))
+
+
+async def _paced(
+    payloads: Sequence[bytes], rate: int, send: Callable[[bytes], Awaitable[object]]
+) -> None:
+    """`send` each payload, started no closer together than the rate allows (`Pacer`), with
+    at most CONCURRENCY in flight: the pacing both bare loops share."""
+    pacer = Pacer(rate)
+    inflight: set[asyncio.Task[object]] = set()
+    next_start = time.time()
+    for body in payloads:
+        if (delay := next_start - time.time()) > 0:
+            await asyncio.sleep(delay)
+        if len(inflight) >= CONCURRENCY:
+            await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+        next_start = pacer.started(time.time())
+        task = asyncio.ensure_future(send(body))
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+    await asyncio.gather(*inflight)
 
 
 async def paced_aiohttp_posts(url: str, payloads: Sequence[bytes], rate: int) -> None:
     """As `paced_posts`, with a bare aiohttp session (the HTTP a forwarder cannot do without)."""
     import aiohttp
 
-    pacer = Pacer(rate)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}",
                "User-Agent": USER_AGENT}
-    inflight: set[asyncio.Task[None]] = set()
 
     async def post(session: aiohttp.ClientSession, target: str, body: bytes) -> None:
         async with session.post(target, data=body, headers=headers) as answer:
@@ -261,17 +268,7 @@ async def paced_aiohttp_posts(url: str, payloads: Sequence[bytes], rate: int) ->
     connector = aiohttp.TCPConnector(limit=200)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await post(session, str(httpx.URL(url).copy_with(path="/warmup")), payloads[0])
-        next_start = time.time()
-        for body in payloads:
-            if (delay := next_start - time.time()) > 0:
-                await asyncio.sleep(delay)
-            if len(inflight) >= CONCURRENCY:
-                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            next_start = pacer.started(time.time())
-            task = asyncio.create_task(post(session, url, body))
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
-        await asyncio.gather(*inflight)
+        await _paced(payloads, rate, lambda body: post(session, url, body))
 
 
 def send_baseline(url: str, payloads_file: Path, rate: int, uvloop: bool, client: str) -> None:

@@ -52,41 +52,27 @@ def spaced(starts: list[float], interval: float) -> bool:
     return all(b - a >= interval - 1e-6 for a, b in itertools.pairwise(starts))
 
 
-def test_two_sqlite_pacers_on_one_file_share_the_pace_in_batches(tmp_path: Path) -> None:
-    path = str(tmp_path / "relay.db")
+@pytest.mark.parametrize("shared", ["sqlite", "redis"])
+def test_two_pacers_on_one_store_share_the_pace_in_batches(
+    shared: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    def pacer() -> SQLitePacer | RedisPacer:
+        if shared == "sqlite":
+            return SQLitePacer(str(tmp_path / "relay.db"))
+        return RedisPacer(request.getfixturevalue("redis_url"))
 
     async def scenario() -> list[float]:
-        pacers = [SQLitePacer(path), SQLitePacer(path)]
-        for pacer in pacers:
-            await pacer.start()
-        try:
-            batches = await asyncio.gather(
-                *(p.reserve_batch("acme", 0.1, 7, T0) for _ in range(5) for p in pacers)
-            )
-            single = await pacers[0].reserve("acme", 0.1, T0)
-        finally:
-            for pacer in pacers:
-                await pacer.close()
-        return [s for batch in batches for s in batch] + [single]
-
-    starts = asyncio.run(scenario())
-    assert len(starts) == 71 and min(starts) == T0
-    assert spaced(starts, 0.1) and max(starts) == pytest.approx(T0 + 7.0)
-
-
-def test_two_redis_pacers_share_the_pace_in_batches(redis_url: str) -> None:
-    async def scenario() -> list[float]:
-        pacers = [RedisPacer(redis_url), RedisPacer(redis_url)]
-        for pacer in pacers:
-            await pacer.start()
+        pacers = [pacer(), pacer()]
+        for p in pacers:
+            await p.start()
         try:
             batches = await asyncio.gather(
                 *(p.reserve_batch("acme", 0.1, 7, T0) for _ in range(5) for p in pacers)
             )
             single = await pacers[1].reserve("acme", 0.1, T0)
         finally:
-            for pacer in pacers:
-                await pacer.close()
+            for p in pacers:
+                await p.close()
         return [s for batch in batches for s in batch] + [single]
 
     starts = asyncio.run(scenario())

@@ -35,10 +35,8 @@ from tests.support import (
     wait_for,
     write_config,
 )
+from tests.test_forwarder import KEY, PATH, TOKEN_ENV
 
-PATH = "/public-api/v1/events/track"
-KEY = {"Authorization": "Bearer key-acme-write"}
-TOKEN_ENV = {"ACME_TOKEN": "upstream-secret-token"}
 WORKERS = ["--workers", "2"]
 
 

@@ -52,6 +52,12 @@ class RateLimiter(Runs, Protocol):
         ...
 
 
+def refilled(tokens: float, at: float, now: float, limit: int) -> float:
+    """A bucket of `limit` a minute that held `tokens` at `at`, at `now`: refilled, never over
+    `limit` (a clock set back refills nothing)."""
+    return min(float(limit), tokens + max(0.0, now - at) * limit / 60.0)
+
+
 def decision(allowed: bool, limit: int, tokens: float, cost: int = 1) -> Decision:
     """The Decision for a bucket of `limit` a minute holding `tokens` after a take of `cost`
     (refused: `retry_after` is when `cost` tokens will be there; never, above `limit`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from relay.lifecycle import Lifecycle
-from relay.limits.base import Decision, decision
+from relay.limits.base import Decision, decision, refilled
 
 
 class MemoryRateLimiter(Lifecycle):
@@ -18,7 +18,7 @@ class MemoryRateLimiter(Lifecycle):
 
     def _level(self, key: str, limit: int, now: float) -> float:
         tokens, at = self._buckets.get(key, (float(limit), now))
-        return min(float(limit), tokens + max(0.0, now - at) * limit / 60.0)
+        return refilled(tokens, at, now, limit)
 
     async def take(self, key: str, limit_per_minute: int, cost: int = 1) -> Decision:
         """See `RateLimiter.take`."""

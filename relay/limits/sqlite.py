@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
-from relay.limits.base import Decision, decision
+from relay.limits.base import Decision, decision, refilled
 from relay.sqlite_file import open_side_table
 from relay.tick import Pending, TickBatch, fail_all
 
@@ -129,8 +129,7 @@ class SQLiteRateLimiter(Lifecycle):
     def _one(conn: sqlite3.Connection, call: _Call, now: float) -> Decision:
         key, limit, cost = call
         row = conn.execute(READ, (key,)).fetchone()
-        tokens, at = row if row is not None else (float(limit), now)
-        tokens = min(float(limit), tokens + max(0.0, now - at) * limit / 60.0)
+        tokens = float(limit) if row is None else refilled(row[0], row[1], now, limit)
         allowed = tokens >= cost
         if cost and allowed:
             tokens -= cost
