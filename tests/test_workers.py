@@ -188,7 +188,7 @@ def test_sigterm_drains_every_worker_and_exits_cleanly(tmp_path: Path) -> None:
             wait_for(lambda: len(stored_keys(tmp_path)) >= 50, 20, "some events stored")
             status = relay.stop()
             answers = during.result()
-        assert status == 0
+        assert status == 0, relay.log.read_text()[-6000:]
         assert not any(alive(p) for p in workers)
         acked = {k for k, s in answers.items() if s == 202}
         assert acked and acked <= stored_keys(tmp_path)
