@@ -222,7 +222,10 @@ def test_sigterm_cancels_requests_past_the_timeout_and_releases_their_leases(
     first = ForwardProcess(config, "first", shutdown_timeout=1).start()
     second = ForwardProcess(config, "second")
     try:
-        wait_for(lambda: len(upstream.received()) >= 5, 20, "requests in flight")
+        # All CONCURRENCY requests in flight: the Space's loop now waits for one of them to
+        # finish (the pace allows more), and the stop must end that wait too (the project's
+        # CI once saw this forwarder sit out the 30 s after a SIGTERM that came then).
+        wait_for(lambda: len(upstream.received()) >= CONCURRENCY, 20, "requests in flight")
         code, took = first.terminate()
         in_flight = {e["idempotency_key"] for e in events(upstream.received())}
         assert code == 0, first.text()

@@ -29,10 +29,9 @@ log = logging.getLogger("relay.forwarder")
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
-# Event loops' timers may fire up to about a millisecond early (uvloop counts whole
-# milliseconds, from a time taken at the start of the loop's iteration). The waits that must
-# not end early (for a slot, for a hold, and the per-second cap) ask for this much more: a
-# start never precedes its slot, and each wait is one nap, not naps for the last sliver.
+# Event loops' timers may fire up to a millisecond early (uvloop counts whole milliseconds from
+# the start of the loop's turn): the waits that must not end early (for a slot, a hold, the
+# per-second cap) ask for this much more, so a start never precedes its slot, in one nap.
 TIMER_SLACK = 0.002
 # Seconds a delivered event may wait to be marked, with others. A kill inside it sends those
 # events again (at-least-once); each flush is a commit in the writer thread, whose cost is per
@@ -186,8 +185,9 @@ class Forwarder:
                     await self._release_buffer(st)  # long wait: do not sit on leases
                 await self._nap(st, slot - now + TIMER_SLACK, wakeable=False)
                 return
-        if len(st.inflight) >= self.concurrency:
-            await asyncio.wait(st.inflight, return_when=asyncio.FIRST_COMPLETED)
+        if len(st.inflight) >= self.concurrency:  # (or the stop: an upstream may hang)
+            await asyncio.wait((*st.inflight, self._stop_signal()),
+                               return_when=asyncio.FIRST_COMPLETED)
             return
         # After a stall several due slots may come at once; never start more than rate/60 in
         # a second, so network jitter cannot push the upstream's count past rate/60 + 1.
