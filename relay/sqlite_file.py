@@ -6,7 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from pathlib import Path
+
+WAL_RETRY_SECONDS = 0.01  # the pause between two tries of the switch to WAL
 
 
 def connect(path: str, busy_timeout: float) -> sqlite3.Connection:
@@ -35,6 +38,24 @@ def private_file(path: str) -> None:
                 os.chmod(name, 0o600)
 
 
+def wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """Switch the file to WAL (a no-op once it is); the journal mode it then has.
+
+    The switch of a new file takes its exclusive lock. When two processes open the new file
+    at once (the workers of `serve --workers N`, or `serve` and `forward` started together),
+    both read it first, and the one that then asks for the lock second is refused at once
+    ("database is locked"): SQLite does not wait there, since both waiting would never end.
+    The refused one tries again, for up to `busy_timeout`, as it would wait for any lock."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_SECONDS)
+
+
 def open_side_table(path: str, busy_timeout: float, schema: str) -> sqlite3.Connection:
     """A connection of a part that keeps a table of its own in the file: the file private
     (see `private_file`), WAL, `synchronous = NORMAL` (a commit survives the process being
@@ -42,7 +63,7 @@ def open_side_table(path: str, busy_timeout: float, schema: str) -> sqlite3.Conn
     private_file(path)
     conn = connect(path, busy_timeout)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        wal_mode(conn, busy_timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(schema)
     except BaseException:

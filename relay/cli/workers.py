@@ -9,9 +9,10 @@ builds its own app (and its own outbox writer: group commit per worker) from the
 SQLite file (or the Redis), so a limit holds across workers. One forwarder delivers for all of
 them; its pace is in the file or the Redis anyway, so another one would only share it.
 
-The master does nothing else: it restarts a process that died (after a pause when one keeps
-dying at start-up), and on SIGTERM or SIGINT sends SIGTERM to each, so every worker finishes
-its requests and drains its pending group commit, then waits for them. A process whose master
+The master does nothing else: it restarts a process that died (after a pause when it died at
+start-up; it gives up, with status 1, when one dies at start-up three times in a row), and on
+SIGTERM or SIGINT sends SIGTERM to each, so every worker finishes its requests and drains its
+pending group commit, then waits for them. A process whose master
 died (SIGKILL) stops itself the same way, so it never keeps the port from a new master.
 Processes are forked, not spawned: the master has no thread and no event loop when it forks,
 and the workers share the imported code's memory.
@@ -69,12 +70,20 @@ def run_workers(settings: Settings, options: dict[str, Any], forward: bool) -> i
 
 
 class Master:
-    """Runs one process per role, restarts the ones that die, stops them all on a signal."""
+    """Runs one process per role, restarts the ones that die, stops them all on a signal.
 
-    def __init__(self, roles: dict[str, Callable[[], None]]) -> None:
+    A process that dies soon after its start is restarted after `restart_pause` seconds (it
+    is failing to start; its log says why), one that dies later at once; the pause is a
+    deadline of the loop, not a sleep, so a signal during it stops the master at once.
+    """
+
+    def __init__(self, roles: dict[str, Callable[[], None]],
+                 restart_pause: float = QUICK_DEATH_SECONDS) -> None:
         self.roles = roles
+        self.restart_pause = restart_pause
         self.procs: dict[str, Any] = {}
         self.started: dict[str, float] = {}
+        self.restart_at: dict[str, float] = {}  # the roles whose process died, waiting
         self.quick_deaths: dict[str, int] = {}
         self.stopping = False
         self.failed = False
@@ -85,11 +94,23 @@ class Master:
         for role in self.roles:
             self._start(role)
         while not self.stopping:
-            wait([p.sentinel for p in self.procs.values()], timeout=ORPHAN_CHECK_SECONDS)
+            running = [p.sentinel for r, p in self.procs.items() if r not in self.restart_at]
+            wait(running, timeout=self._next_wait())
             for role, proc in list(self.procs.items()):
-                if not self.stopping and proc.exitcode is not None:
-                    self._restart(role, proc.exitcode)
+                if self.stopping:
+                    break
+                if role not in self.restart_at and proc.exitcode is not None:
+                    self._died(role, proc)
+                elif self.restart_at.get(role, float("inf")) <= time.monotonic():
+                    del self.restart_at[role]
+                    self._start(role)
         return self._stop_all()
+
+    def _next_wait(self) -> float:
+        if not self.restart_at:
+            return ORPHAN_CHECK_SECONDS
+        soonest = min(self.restart_at.values()) - time.monotonic()
+        return max(0.0, min(ORPHAN_CHECK_SECONDS, soonest))
 
     def _stop(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -100,29 +121,38 @@ class Master:
         self.procs[role], self.started[role] = proc, time.monotonic()
         log.info("started %s (pid %s)", role, proc.pid)
 
-    def _restart(self, role: str, exitcode: int) -> None:
-        log.warning("%s (pid %s) exited with %s; starting another", role,
-                    self.procs[role].pid, exitcode)
+    def _died(self, role: str, proc: Any) -> None:
         quick = time.monotonic() - self.started[role] < QUICK_DEATH_SECONDS
         self.quick_deaths[role] = self.quick_deaths.get(role, 0) + 1 if quick else 0
         if self.quick_deaths[role] >= QUICK_DEATHS:
-            log.error("%s keeps failing at start-up; stopping", role)
+            log.error("%s (pid %s) exited with %s, at start-up %d times in a row: it keeps"
+                      " failing to start; stopping", role, proc.pid, proc.exitcode, QUICK_DEATHS)
             self.stopping = self.failed = True
             return
-        if quick:
-            time.sleep(QUICK_DEATH_SECONDS)  # do not spin
-        if not self.stopping:
-            self._start(role)
+        pause = self.restart_pause if quick else 0.0
+        log.warning("%s (pid %s) exited with %s; starting another in %g s", role, proc.pid,
+                    proc.exitcode, pause)
+        self.restart_at[role] = time.monotonic() + pause
 
     def _stop_all(self) -> int:
+        """SIGTERM to every running process, and wait for them. The status is 1 when one of
+        them did not stop cleanly, or a role kept failing; a process that had died before the
+        stop was reported then (and restarted, or waiting for it), so it is not the stop's."""
+        running = {r: p for r, p in self.procs.items() if r not in self.restart_at}
         log.info("stopping %d process(es): each finishes its requests and its commits",
-                 len(self.procs))
-        for proc in self.procs.values():
-            if proc.exitcode is None:
+                 len(running))
+        for role, proc in list(running.items()):
+            if proc.exitcode is not None:  # died before the stop; not restarted now
+                log.warning("%s (pid %s) exited with %s before the stop", role, proc.pid,
+                            proc.exitcode)
+                del running[role]
+            else:
                 proc.terminate()  # SIGTERM: uvicorn's and the forwarder's graceful shutdown
+        for role in self.restart_at:
+            log.info("%s is not restarted: stopping", role)
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         status = 1 if self.failed else 0
-        for role, proc in self.procs.items():
+        for role, proc in running.items():
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.exitcode is None:
                 log.error("%s (pid %s) did not stop in time; killing it", role, proc.pid)
@@ -132,6 +162,8 @@ class Master:
             if proc.exitcode not in (0, -signal.SIGTERM):  # killed, or failed to drain
                 log.error("%s (pid %s) stopped with %s", role, proc.pid, proc.exitcode)
                 status = 1
+            else:
+                log.info("%s (pid %s) stopped cleanly", role, proc.pid)
         return status
 
 

@@ -7,7 +7,7 @@ import sqlite3
 from importlib.resources import files
 
 from relay.errors import Unavailable
-from relay.sqlite_file import connect, private_file
+from relay.sqlite_file import connect, private_file, wal_mode
 
 # 2: outbox.changed_at and the outbox_steps log (for `outbox tail`)
 # 3: each event's source and twin, each dedup key's event, three priorities (trust tiers)
@@ -28,7 +28,7 @@ def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlit
     private_file(path)
     conn = connect(path, busy_timeout)
     try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = wal_mode(conn, busy_timeout)
         if mode.lower() != "wal":
             raise Unavailable(f"{path}: SQLite could not use WAL mode (got {mode!r}).")
         conn.execute("PRAGMA synchronous = FULL")
