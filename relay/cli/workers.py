@@ -12,10 +12,10 @@ them; its pace is in the file or the Redis anyway, so another one would only sha
 The master does nothing else: it restarts a process that died (after a pause when it died at
 start-up; it gives up, with status 1, when one dies at start-up three times in a row), and on
 SIGTERM or SIGINT sends SIGTERM to each, so every worker finishes its requests and drains its
-pending group commit, then waits for them. A process whose master
-died (SIGKILL) stops itself the same way, so it never keeps the port from a new master.
-Processes are forked, not spawned: the master has no thread and no event loop when it forks,
-and the workers share the imported code's memory.
+pending group commit, then waits for them. A process whose master died (SIGKILL) stops
+itself the same way, so it never keeps the port from a new master. Processes are forked, not
+spawned: the master has no thread and no event loop when it forks, and the workers share the
+imported code's memory.
 """
 
 from __future__ import annotations
