@@ -154,11 +154,13 @@ def test_two_forward_processes_on_one_file_deliver_each_event_once(
     upstream.control(default={"status": 202, "delay": 0.05})  # keeps requests in flight
     config = config_for(tmp_path, upstream)
     keys = [f"twin-{i}" for i in range(400)]
-    enqueue(tmp_path / "relay.db", keys)  # a backlog: 4 s for one forwarder at 100 a second
     one, two = ForwardProcess(config, "one"), ForwardProcess(config, "two")
     try:
-        one.spawn(), two.spawn()
+        one.spawn(), two.spawn()  # both open the new file at once
         one.ready(), two.ready()
+        # The backlog comes once both are running (each looks for work every 0.5 s), so a
+        # slow start cannot leave one of them nothing: 4 s of work at 100 a second together.
+        enqueue(tmp_path / "relay.db", keys)
         wait_for(lambda: status_counts(tmp_path / "relay.db") == {"delivered": 400}, 60,
                  "the backlog delivered")
         assert one.terminate()[0] == 0 and two.terminate()[0] == 0
