@@ -52,10 +52,13 @@ def serve(
 
 
 def run_wrk(
-    url: str, duration: int, connections: int, round_id: str, batch: int = 0
+    url: str, duration: int, connections: int, round_id: str, batch: int = 0,
+    event: str = "purchase",
 ) -> dict[str, float]:
-    """One wrk run: Create Event requests, or browser batches of `batch` events to /e."""
-    script, extra = ("track.lua", [TOKEN]) if batch == 0 else ("collect.lua", [SITE_KEY, str(batch)])
+    """One wrk run: Create Event requests (purchases, or page views), or browser batches of
+    `batch` events to /e."""
+    script, extra = (("track.lua", [TOKEN, event]) if batch == 0
+                     else ("collect.lua", [SITE_KEY, str(batch)]))
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
            "-s", str(ROOT / "bench" / script), url, "--", round_id, *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

@@ -1,8 +1,9 @@
 -- wrk script: POST one Create Event per request, each with its own idempotency key.
--- Usage: wrk -s bench/track.lua URL -- <round-id> <bearer-token>
+-- Usage: wrk -s bench/track.lua URL -- <round-id> <bearer-token> [purchase|view_content]
 local counter = 0
 local prefix = "r"
 local token = "none"
+local event = "purchase"
 local threads = 0
 
 function setup(thread)
@@ -13,6 +14,7 @@ end
 function init(args)
   prefix = (args[1] or "r") .. "-" .. tostring(tid or 0)
   token = args[2] or token
+  event = args[3] or event
   wrk.method = "POST"
   wrk.path = "/public-api/v1/events/track"
   wrk.headers["Content-Type"] = "application/json"
@@ -21,10 +23,18 @@ end
 
 function request()
   counter = counter + 1
-  local body = '{"event_name":"purchase","email":"buyer@bench.test","amount":19.99,'
-    .. '"order_id":"' .. prefix .. '-' .. counter .. '",'
-    .. '"url":"https://shop.example/checkout/thanks","comet_source":"google",'
-    .. '"idempotency_key":"' .. prefix .. '-' .. counter .. '"}'
+  local id = prefix .. '-' .. counter
+  local body
+  if event == "view_content" then
+    body = '{"event_name":"view_content","email":"visitor@bench.test",'
+      .. '"url":"https://shop.example/products/' .. id .. '",'
+      .. '"comet_source":"google","idempotency_key":"' .. id .. '"}'
+  else
+    body = '{"event_name":"purchase","email":"buyer@bench.test","amount":19.99,'
+      .. '"order_id":"' .. id .. '",'
+      .. '"url":"https://shop.example/checkout/thanks","comet_source":"google",'
+      .. '"idempotency_key":"' .. id .. '"}'
+  end
   return wrk.format(nil, nil, nil, body)
 end
 
