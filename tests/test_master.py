@@ -18,15 +18,17 @@ from pathlib import Path
 from tests.support import ROOT, wait_for
 
 MASTER = """
-import logging, os, signal, sys
+import logging, os, signal, sys, time
 from relay.cli.workers import Master
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
+master = os.getpid()
+
 def steady():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as the real roles' _child does
-    while True:
-        signal.pause()
+    while os.getppid() == master:  # and gone with its master, should a failed test kill it
+        time.sleep(0.05)
 
 def failing_to_start():
     os._exit(3)  # uvicorn's status when the app's start-up fails
