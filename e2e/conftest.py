@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_pla
 
 from e2e.site import Site
 from tests.fake_upstream import events
-from tests.support import RelayProcess, Space, UpstreamProcess, wait_for, write_config
+from tests.support import RelayProcess, Space, UpstreamProcess, missing, wait_for, write_config
 
 T = TypeVar("T")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -67,7 +67,7 @@ def frontend() -> Path:
     if stamp.is_file() and stamp.read_bytes() == lock.read_bytes():
         return modules
     if shutil.which("npm") is None:
-        pytest.skip("the front-end test pages need npm to install their packages")
+        missing("the front-end test pages need npm to install their packages")
     install = subprocess.run(
         ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
         cwd=FRONTEND,

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from bench.snippet_size import BUDGET, measure
 from e2e.conftest import Browsing, Stack
+from tests.support import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "static"
@@ -21,7 +21,7 @@ STATIC = ROOT / "static"
 
 def test_the_min_file_is_the_build_of_the_current_source(tmp_path: Path) -> None:
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("building the snippet needs Node.js and npm")
+        missing("building the snippet needs Node.js and npm")
     rebuilt = tmp_path / "comet.min.js"
     # the first run installs the locked build packages from the npm registry
     build = subprocess.run(

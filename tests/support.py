@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# In CI every browser, service and tool the tests need is there (.ci/run installs them).
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 T = TypeVar("T")
 
 SECRET = "test-secret-key-0123456789abcdef"
@@ -31,6 +34,14 @@ def free_port() -> int:
 
 def sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def missing(what: str) -> NoReturn:
+    """What a test needs is not on this machine: a skip on a laptop, a failure in CI, which
+    must have everything (the root conftest.py also fails any other skip there)."""
+    if IN_CI:
+        pytest.fail(f"{what}; CI must have it (.ci/run installs it)", pytrace=False)
+    pytest.skip(what)
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.docs_support import Block, blocks
-from tests.support import ROOT, RelayProcess, free_port, wait_for, write_config
+from tests.support import ROOT, RelayProcess, free_port, missing, wait_for, write_config
 from tests.test_api_http import stored
 
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -38,9 +38,10 @@ CLIENT_ADDRESS = "127.0.0.5"  # the test's client; nginx itself reaches the rela
 ORIGIN = "https://acme.example"  # write_config's allowed origin of Space acme
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 
-needs_nginx = pytest.mark.skipif(
-    NGINX is None or OPENSSL is None, reason="needs nginx and openssl (apt-get install nginx)"
-)
+@pytest.fixture(scope="module")
+def nginx_and_openssl() -> None:
+    if NGINX is None or OPENSSL is None:
+        missing("needs nginx and openssl (apt-get install nginx openssl)")
 
 
 def nginx_blocks() -> list[Block]:
@@ -62,7 +63,9 @@ def test_operations_md_shows_the_three_nginx_setups() -> None:
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def certificate(
+    nginx_and_openssl: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
@@ -160,7 +163,6 @@ def nginx_in_front(
                 nginx.wait(5)
 
 
-@needs_nginx
 @pytest.mark.parametrize("nginx_in_front", nginx_blocks(), ids=lambda b: b.where, indirect=True)
 def test_events_pass_through_the_documented_nginx(nginx_in_front: tuple[str, RelayProcess]) -> None:
     base, relay = nginx_in_front
