@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NoReturn, Self, TypeVar
 
 import httpx
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # In CI every browser, service and tool the tests need is there (.ci/run installs them).
@@ -39,6 +38,8 @@ def sha256(key: str) -> str:
 def missing(what: str) -> NoReturn:
     """What a test needs is not on this machine: a skip on a laptop, a failure in CI, which
     must have everything (the root conftest.py also fails any other skip there)."""
+    import pytest  # here: the benchmarks use this module without pytest
+
     if IN_CI:
         pytest.fail(f"{what}; CI must have it (.ci/run installs it)", pytrace=False)
     pytest.skip(what)
