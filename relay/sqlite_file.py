@@ -70,3 +70,34 @@ def open_side_table(path: str, busy_timeout: float, schema: str) -> sqlite3.Conn
         conn.close()
         raise
     return conn
+
+
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+class WalSync:
+    """`fdatasync` of a database file's WAL, for a writer that commits with
+    `synchronous = NORMAL` and makes its commits durable itself (the outbox's syncer).
+
+    The WAL exists, as the same file, while any connection to the database is open (SQLite
+    takes no lock on it, so this descriptor's close drops none); should it have been replaced,
+    the next sync opens the new one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = f"{path}-wal"
+        self._fd: int | None = None
+        self._file: tuple[int, int] = (0, 0)
+
+    def __call__(self) -> None:
+        st = os.stat(self.path)
+        if self._fd is None or (st.st_dev, st.st_ino) != self._file:
+            self.close()
+            self._fd = os.open(self.path, os.O_RDONLY)
+            fst = os.fstat(self._fd)
+            self._file = (fst.st_dev, fst.st_ino)
+        _datasync(self._fd)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)

@@ -1,14 +1,15 @@
-"""The default outbox: one SQLite file in WAL mode with `synchronous=FULL`, and group commit.
+"""The default outbox: one SQLite file in WAL mode, and group commit with a pipelined fsync.
 
 Every write goes through one writer thread that owns the write connection and commits the jobs
-waiting in groups, so many concurrent requests share one fsync; a caller is answered only
-after its group's commit. Reads (stats, next_due, dead_letters, changes) use a second
+waiting in groups, so many concurrent requests share one fsync; a caller of a durable write is
+answered only after a sync thread has fsynced the WAL past its group's commit, while the
+writer goes on with the next group. Reads (stats, next_due, dead_letters, changes) use a second
 connection and never wait for the write lock. Other processes (a separate forwarder, the CLI)
 may open the same file at the same time. A third thread checkpoints the WAL every
 `CHECKPOINT_SECONDS`, so that no request's commit pays for it.
 
     outbox.py   SQLiteOutbox: the Outbox methods
-    writer.py   the writer (group commit) and checkpointer threads
+    writer.py   the writer (group commit), syncer and checkpointer threads
     enqueue.py  the enqueue's job: dedup and insert a tick's events in one savepoint
     changes.py  the `changes` feed: the cursor and its queries
     figures.py  the queue figures for the metrics (`QueueAges`)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from relay.errors import Unavailable
 from relay.rules.events import Source
+from relay.sqlite_file import WalSync
 from relay.store.base import (
     ChangePage,
     Claimed,
@@ -69,6 +70,7 @@ class SQLiteOutbox(TickBatchedOutbox):
         self.close_timeout = close_timeout
         self.checkpoint_seconds = checkpoint_seconds
         self._writer: GroupCommitter | None = None
+        self._wal: WalSync | None = None
         self._checkpointer: Checkpointer | None = None
         self._commits_before = 0  # by writers of earlier start/close cycles
         self._reader: sqlite3.Connection | None = None
@@ -84,7 +86,8 @@ class SQLiteOutbox(TickBatchedOutbox):
             return
         conn, reader = await asyncio.to_thread(open_file, self.path, self.busy_timeout)
         self._reader = reader
-        self._writer = GroupCommitter(conn)
+        self._wal = WalSync(self.path)
+        self._writer = GroupCommitter(conn, self._wal)
         self._checkpointer = Checkpointer(self.path, self.busy_timeout, self.checkpoint_seconds)
 
     async def close(self) -> None:
@@ -98,6 +101,8 @@ class SQLiteOutbox(TickBatchedOutbox):
             self._commits_before += writer.commits
             if not stopped:
                 log.error("outbox writer still busy after %.1f s; leaving it", self.close_timeout)
+            elif self._wal is not None:
+                self._wal.close()
         reader, self._reader = self._reader, None
         if reader is not None:
             with self._read_lock:

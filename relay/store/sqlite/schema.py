@@ -1,4 +1,5 @@
-"""Opening the outbox file: its settings (WAL, `synchronous=FULL`, how large the WAL may grow)
+"""Opening the outbox file: its settings (WAL, `synchronous=NORMAL` with the writer's own fsync
+of the WAL, how large the WAL may grow)
 and its schema, `schema.sql`, created or checked against SCHEMA_VERSION."""
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlit
         mode = wal_mode(conn, busy_timeout)
         if mode.lower() != "wal":
             raise Unavailable(f"{path}: SQLite could not use WAL mode (got {mode!r}).")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA synchronous = FULL")  # for the schema's own commit below
         conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_KEPT_BYTES}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -50,6 +51,9 @@ def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlit
             f"BEGIN IMMEDIATE;\n{upgrade}\n{SCHEMA}\n"
             f"PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
         )
+        # From here the writer's syncer fsyncs the WAL before a durable commit is answered,
+        # outside the write lock (writer.py).
+        conn.execute("PRAGMA synchronous = NORMAL")
         reader = connect(path, busy_timeout)
         reader.execute("PRAGMA query_only = ON")
     except BaseException:

@@ -1,23 +1,30 @@
-"""The outbox file's two threads: the writer, which commits jobs in groups, and the
-checkpointer, which moves the WAL's pages into the database file.
+"""The outbox file's threads: the writer, which commits jobs in groups, the syncer, which
+makes those commits durable, and the checkpointer, which moves the WAL's pages into the
+database file.
 
 Group commit: each cycle the writer takes all the jobs waiting, runs them in one transaction
 (a savepoint each, so one failing job does not undo the others) and commits once, so many
-concurrent requests share one fsync. A job's caller is answered only after that commit; if
-the commit fails, every job of the group fails.
+concurrent requests share one fsync. If the commit fails, every job of the group fails.
+
+Pipelined fsync: the file runs with `synchronous = NORMAL`, so a COMMIT writes the group's
+WAL frames (safe from the process being killed) without waiting for the disk. A group with a
+durable job (an enqueue: accept means durable) then goes to the syncer, which `fdatasync`s
+the WAL and only then answers the group's callers; meanwhile the writer already runs the
+next group. One fsync covers every group committed before it started, so under load the
+writer's cycle is the transaction alone and the disk's wait overlaps it. It is the guarantee
+of `synchronous = FULL` (each answered commit's frames are on disk) without holding the write
+lock during the fsync. SQLite itself still syncs the WAL before a checkpoint, the database
+file after one, and the WAL's header when it starts reusing the file.
+
+A group of jobs submitted with `durable=False` alone (the forwarder's claims and marks) is
+answered at its commit: losing one of those to a power cut only sends an event again, which
+at-least-once allows.
 
 Checkpoints: SQLite would otherwise checkpoint inside the commit that fills the WAL past 1000
 pages, and that commit (with every request waiting on it) would pay for copying the pages and
 an fsync of the database file; under load that was every few dozen commits. The writer still
 checkpoints by itself past `WRITER_CHECKPOINT_PAGES` (schema.py), should the thread fall
 behind.
-
-Durability per group: a job submitted with `durable=False` (the forwarder's claims and marks)
-needs its commit to survive the process being killed, not the machine losing power: losing
-one of those to a power cut only sends an event again, which at-least-once allows. A group of
-such jobs alone commits with `synchronous = NORMAL` (in WAL mode: no fsync, still safe from a
-kill); a group with any durable job (an enqueue: accept means durable) commits with `FULL`,
-and its fsync covers the WAL written before it too.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from relay.errors import Unavailable
 from relay.sqlite_file import connect
 
 T = TypeVar("T")
+Q = TypeVar("Q")
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = 0.5
@@ -49,6 +57,17 @@ class _Job:
 
 
 _Answer = tuple["asyncio.Future[Any]", bool, Any]  # (future, ok, result or exception)
+_Answered = tuple[_Job, bool, Any]  # (job, ok, result or exception)
+
+
+def _take_all(waiting: queue.SimpleQueue[Q]) -> list[Q]:
+    """What `waiting` holds, at least one item: waits for the first, takes the rest at once."""
+    batch = [waiting.get()]
+    while True:
+        try:
+            batch.append(waiting.get_nowait())
+        except queue.Empty:
+            return batch
 
 
 def _settle(answers: list[_Answer]) -> None:
@@ -62,24 +81,32 @@ def _settle(answers: list[_Answer]) -> None:
 
 
 class GroupCommitter:
-    """The writer thread: runs submitted jobs in groups, one transaction and one commit each."""
+    """The writer thread, which runs submitted jobs in groups, one transaction and one commit
+    each, and the syncer thread, which makes the durable groups' commits durable with `sync`
+    before answering them (see the module docstring). The connection must commit with
+    `synchronous = NORMAL` or laxer: `sync` is what makes a commit durable."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, sync: Callable[[], None]) -> None:
         self.conn = conn
         self.commits = 0
-        self.synced_commits = 0  # the commits that were fsynced (a durable job in the group)
-        self._synchronous_full = True  # the connection's setting (schema.py sets FULL)
+        self.synced_commits = 0  # the commits made durable by a sync (a durable job in them)
+        self.syncs = 0  # calls of `sync`: one covers every commit made before it
+        self._sync = sync
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._to_sync: queue.SimpleQueue[list[_Answered] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closing = False
+        self._syncer = threading.Thread(target=self._run_syncer, name="outbox-sync", daemon=True)
+        self._syncer.start()
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._thread.start()
 
     def submit(
         self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
     ) -> asyncio.Future[T]:
-        """Run `work` in the next group; answered after its commit. `durable=False`: the
-        commit need not survive a power cut (see the module docstring)."""
+        """Run `work` in the next group; answered after its commit, and for a durable job
+        after the sync that follows it. `durable=False`: the commit need not survive a power
+        cut (see the module docstring)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
@@ -101,12 +128,7 @@ class GroupCommitter:
         jobs: list[_Job] = []
         try:
             while True:
-                batch = [self._jobs.get()]
-                while True:
-                    try:
-                        batch.append(self._jobs.get_nowait())
-                    except queue.Empty:
-                        break
+                batch = _take_all(self._jobs)
                 # stop() puts its sentinel last and no job can follow it.
                 jobs = [job for job in batch if job is not None]
                 if jobs:
@@ -126,15 +148,14 @@ class GroupCommitter:
                     jobs.append(job)
             self._fail(jobs, Unavailable("The outbox writer stopped."))
         finally:
+            # The groups waiting for a sync are answered before the connection closes.
+            self._to_sync.put(None)
+            self._syncer.join()
             self.conn.close()
 
     def _run_group(self, jobs: list[_Job]) -> None:
         conn = self.conn
-        durable = any(job.durable for job in jobs)
         try:
-            if durable is not self._synchronous_full:
-                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._fail(jobs, exc)
@@ -162,8 +183,33 @@ class GroupCommitter:
             self._fail(jobs, exc)
             return
         self.commits += 1
-        self.synced_commits += durable
-        self._answer([(job, ok, value) for job, (ok, value) in zip(jobs, outcomes)])
+        answered = [(job, ok, value) for job, (ok, value) in zip(jobs, outcomes)]
+        if any(job.durable for job in jobs):
+            self._to_sync.put(answered)
+        else:
+            self._answer(answered)
+
+    def _run_syncer(self) -> None:
+        while True:
+            batch = _take_all(self._to_sync)
+            groups = [group for group in batch if group is not None]
+            if groups:
+                self._sync_groups(groups)
+            if batch[-1] is None:  # the writer puts it last, after its last group
+                return
+
+    def _sync_groups(self, groups: list[list[_Answered]]) -> None:
+        answered = [one for group in groups for one in group]
+        try:
+            self._sync()
+        except Exception as exc:  # noqa: BLE001 - committed, but perhaps not on disk
+            log.error("outbox fsync failed: %s", exc)
+            failed = sqlite3.OperationalError(f"the commit could not be synced to disk: {exc}")
+            self._fail([job for job, _, _ in answered], failed)
+            return
+        self.syncs += 1
+        self.synced_commits += len(groups)
+        self._answer(answered)
 
     def _undo_job(self, conn: sqlite3.Connection) -> bool:
         if not conn.in_transaction:
@@ -186,7 +232,7 @@ class GroupCommitter:
         self._answer([(job, False, exc) for job in jobs])
 
     @staticmethod
-    def _answer(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+    def _answer(outcomes: list[_Answered]) -> None:
         # One wake-up per event loop for the whole group, not one per job.
         by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
         for job, ok, value in outcomes:
