@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -446,3 +448,21 @@ def test_systemd_gives_the_relay_longer_to_stop_than_its_drain() -> None:
         if start[1] == "serve":
             drain = http_drain + (0 if "--no-forward" in start[2] else forward_drain)
         assert int(stop[1]) > drain, f"{unit.where}: TimeoutStopSec={stop[1]} is not above the drain of {drain} s"
+
+
+# --- the benchmarks' commands ----------------------------------------------------------------
+
+
+def test_every_benchmark_command_shown_names_a_module_and_its_options() -> None:
+    """Each `python -m bench.NAME --option ...` in bench/README.md and the README: the module
+    runs (`--help`) and offers every option shown."""
+    shown: dict[str, set[str]] = {}
+    for path in (ROOT / "bench" / "README.md", ROOT / "README.md"):
+        for module, rest in re.findall(r"python -m (bench\.\w+)([^`#\n]*)", path.read_text("utf-8")):
+            shown.setdefault(module, set()).update(re.findall(r"--[a-z][a-z-]*", rest))
+    assert {"bench.ingest", "bench.profile", "bench.drain", "bench.soak"} <= set(shown)
+    for module, options in sorted(shown.items()):
+        done = subprocess.run([sys.executable, "-m", module, "--help"], check=False, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{module} --help: {done.stderr}"
+        assert not options - set(re.findall(r"--[a-z][a-z-]*", done.stdout)), (module, options)
