@@ -81,10 +81,11 @@ class WalSync:
 
     The WAL exists, as the same file, while any connection to the database is open (SQLite
     takes no lock on it, so this descriptor's close drops none); should it have been replaced,
-    the next sync opens the new one."""
+    the next sync opens the new one. SQLite names the WAL after the file a symbolic link
+    leads to, and so does this."""
 
     def __init__(self, path: str) -> None:
-        self.path = f"{path}-wal"
+        self.path = f"{os.path.realpath(path)}-wal"
         self._fd: int | None = None
         self._file: tuple[int, int] = (0, 0)
 

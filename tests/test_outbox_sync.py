@@ -235,6 +235,29 @@ def test_an_enqueue_is_answered_after_an_fdatasync_of_the_files_wal(
     assert after_enqueue == [wal]
 
 
+def test_an_outbox_file_reached_by_a_symbolic_link_is_synced_where_sqlite_keeps_its_wal(
+    tmp_path: Path,
+) -> None:
+    """SQLite puts the WAL beside the file the link leads to, not beside the link."""
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "relay.db"
+    link.symlink_to(tmp_path / "data" / "outbox.db")
+
+    async def main() -> int:
+        outbox = SQLiteOutbox(str(link))
+        await outbox.start()
+        try:
+            writer = outbox._writer
+            assert writer is not None
+            await outbox.enqueue([event("linked")], 1e9)
+            return writer.syncs
+        finally:
+            await outbox.close()
+
+    assert asyncio.run(main()) == 1
+    assert not (tmp_path / "relay.db-wal").exists()
+
+
 def test_wal_sync_follows_a_wal_that_was_replaced(tmp_path: Path) -> None:
     path = tmp_path / "relay.db"
     conn = sqlite3.connect(path)
