@@ -159,20 +159,28 @@ def test_a_group_is_synced_when_any_of_its_jobs_must_be_durable(tmp_path: Path) 
     assert asyncio.run(main()) == [0, 1, 2, 2]
 
 
-def test_a_failed_sync_fails_the_jobs_it_was_for_and_the_next_sync_serves_again(
+def test_a_failed_sync_fails_its_jobs_and_every_durable_one_after_it_until_a_restart(
     tmp_path: Path,
 ) -> None:
+    """After a failed fsync a later one may succeed without the lost pages (Linux reports the
+    error once), so no later durable job may be answered as durable."""
     sync = HeldSync()
     sync.error = OSError(5, "Input/output error")
 
-    async def main() -> str:
+    async def main() -> tuple[str, int]:
         with committer(tmp_path, sync) as writer:
             with pytest.raises(sqlite3.OperationalError, match="could not be synced"):
                 await writer.submit(insert("unsure"))
-            sync.error = None
-            return await writer.submit(insert("sure"))
+            sync.error = None  # the disk answers again
+            with pytest.raises(sqlite3.OperationalError, match="restart the relay"):
+                await writer.submit(insert("after"))
+            lax = await writer.submit(insert("a claim"), durable=False)
+        # A restart: a new writer on the file syncs again.
+        with committer(tmp_path, sync) as writer:
+            return lax, await writer.submit(insert("sure"))
 
-    assert asyncio.run(main()) == "sure"
+    assert asyncio.run(main()) == ("a claim", "sure")
+    assert sync.calls == 2  # the failed one, and the new writer's
 
 
 def test_stop_answers_the_groups_still_waiting_for_their_sync(tmp_path: Path) -> None:

@@ -16,6 +16,9 @@ of `synchronous = FULL` (each answered commit's frames are on disk) without hold
 lock during the fsync. SQLite itself still syncs the WAL before a checkpoint, the database
 file after one, and the WAL's header when it starts reusing the file.
 
+A failed fsync fails its groups and every durable group after it, until a restart (see
+`GroupCommitter._sync_failed`).
+
 A group of jobs submitted with `durable=False` alone (the forwarder's claims and marks) is
 answered at its commit: losing one of those to a power cut only sends an event again, which
 at-least-once allows.
@@ -92,6 +95,11 @@ class GroupCommitter:
         self.synced_commits = 0  # the commits made durable by a sync (a durable job in them)
         self.syncs = 0  # calls of `sync`: one covers every commit made before it
         self._sync = sync
+        # Once a sync failed, none after it proves anything: Linux may have dropped the pages
+        # it could not write and report that only once, and a WAL frame lost breaks the
+        # chain of every frame after it. So every later durable job fails too (a 503: its
+        # sender sends again) until a restart, whose recovery keeps what did reach the disk.
+        self._sync_failed: Exception | None = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._to_sync: queue.SimpleQueue[list[_Answered] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -200,12 +208,19 @@ class GroupCommitter:
 
     def _sync_groups(self, groups: list[list[_Answered]]) -> None:
         answered = [one for group in groups for one in group]
-        try:
-            self._sync()
-        except Exception as exc:  # noqa: BLE001 - committed, but perhaps not on disk
-            log.error("outbox fsync failed: %s", exc)
-            failed = sqlite3.OperationalError(f"the commit could not be synced to disk: {exc}")
-            self._fail([job for job, _, _ in answered], failed)
+        if self._sync_failed is None:
+            try:
+                self._sync()
+            except Exception as exc:  # noqa: BLE001 - committed, but perhaps not on disk
+                log.critical(
+                    "OUTBOX FSYNC FAILED (%s): the relay accepts no event until it is restarted",
+                    exc,
+                )
+                self._sync_failed = sqlite3.OperationalError(
+                    f"the commit could not be synced to disk ({exc}); restart the relay"
+                )
+        if self._sync_failed is not None:
+            self._fail([job for job, _, _ in answered], self._sync_failed)
             return
         self.syncs += 1
         self.synced_commits += len(groups)
