@@ -8,6 +8,7 @@ event again). On a real file; the sync is the real `WalSync` or a stand-in the t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import threading
@@ -15,16 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 import relay.sqlite_file
+from relay.app import create_app
 from relay.errors import Unavailable
+from relay.settings import load
 from relay.sqlite_file import WalSync
 from relay.store.base import NewEvent
 from relay.store.sqlite import SQLiteOutbox
 from relay.store.sqlite.schema import open_file
 from relay.store.sqlite.writer import GroupCommitter
-from tests.support import wait_for
+from tests.support import wait_for, write_config
 
 NORMAL = 1  # PRAGMA synchronous
 
@@ -334,3 +338,30 @@ def test_a_failed_sync_is_a_503_kind_of_failure_for_the_sender(tmp_path: Path) -
             await outbox.close()
 
     asyncio.run(main())
+
+
+def test_after_a_failed_sync_the_relay_is_not_ready(tmp_path: Path) -> None:
+    """/readyz answers 503 once the outbox accepts nothing until a restart, so a balancer
+    sends the events to a relay that can keep them."""
+    settings = load(str(write_config(tmp_path)), os.environ)
+    app = create_app(settings, forward=False)
+    sync = HeldSync()
+
+    async def main() -> tuple[int, int, int]:
+        outbox = app.state.outbox
+        await outbox.start()
+        try:
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://relay") as c:
+                before = (await c.get("/readyz")).status_code
+                outbox._writer._sync = sync
+                sync.error = OSError(5, "Input/output error")
+                body = json.dumps({"event_name": "purchase", "email": "a@b.co"})
+                track = await c.post("/public-api/v1/events/track", content=body,
+                                     headers={"Authorization": "Bearer key-acme-write"})
+                after = (await c.get("/readyz")).status_code
+                return before, track.status_code, after
+        finally:
+            await outbox.close()
+
+    assert asyncio.run(main()) == (200, 503, 503)

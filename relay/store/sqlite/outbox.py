@@ -327,7 +327,11 @@ class SQLiteOutbox(TickBatchedOutbox):
         return await self._read(work)
 
     async def stats(self) -> OutboxStats:
-        """See `Outbox.stats`; reads the trigger-kept counts, so it is cheap at any size."""
+        """See `Outbox.stats`; reads the trigger-kept counts, so it is cheap at any size.
+        Raises Unavailable once the file cannot take an event until a restart (so /readyz
+        says not ready)."""
+        if self._writer is not None and self._writer.failure is not None:
+            raise Unavailable(f"The outbox could not write: {self._writer.failure}")
 
         def work(conn: sqlite3.Connection) -> OutboxStats:
             stats = OutboxStats()

@@ -123,6 +123,11 @@ class GroupCommitter:
             self._jobs.put(_Job(work, loop, future, durable))
         return future
 
+    @property
+    def failure(self) -> Exception | None:
+        """Why durable writes fail until a restart (a failed fsync), or None."""
+        return self._sync_failed
+
     def stop(self, timeout: float) -> bool:
         """Finish the jobs already submitted, then stop; False if that took over `timeout`."""
         with self._lock:
