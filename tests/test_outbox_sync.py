@@ -147,6 +147,7 @@ def test_a_group_is_synced_when_any_of_its_jobs_must_be_durable(tmp_path: Path) 
             await asyncio.to_thread(entered.wait, 10)
             both = [writer.submit(insert("mixed-lax"), durable=False), writer.submit(insert("m"))]
             sync.go.clear()
+            sync.entered.clear()
             go.set()
             await blocker
             await asyncio.to_thread(until_committed, tmp_path, "m")
