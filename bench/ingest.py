@@ -51,6 +51,15 @@ def serve(
     return proc, url
 
 
+def relay_config(directory: Path) -> Path:
+    """The relay's relay.toml for the ingest benchmarks: one Space with the benchmark's key,
+    limits far above what wrk can send."""
+    return write_config(
+        directory, [Space(keys={TOKEN: ["events:write"]}, extra="rate_limit_per_minute = 100000000")],
+        relay_extra="browser_rate_limit_per_minute = 100000000",
+    )
+
+
 def run_wrk(
     url: str, duration: int, connections: int, round_id: str, batch: int = 0,
     event: str = "purchase",
@@ -127,10 +136,7 @@ def main() -> None:
     out = Path(args.out or ROOT / "bench" / "results" / f"{name}.json")
 
     workdir = Path(tempfile.mkdtemp(prefix="comet-bench-"))
-    config = write_config(
-        workdir, [Space(keys={TOKEN: ["events:write"]}, extra="rate_limit_per_minute = 100000000")],
-        relay_extra="browser_rate_limit_per_minute = 100000000",
-    )
+    config = relay_config(workdir)
     env = {**os.environ, "BENCH_RELAY_CONFIG": str(config)}
     report: dict[str, object] = {"duration_s": args.duration, "connections": args.connections,
                                  "cpus": os.cpu_count(), "load_before": os.getloadavg()}

@@ -20,8 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.ingest import TOKEN, run_wrk, serve
-from tests.support import Space, write_config
+from bench.ingest import relay_config, run_wrk, serve
 
 WARM_S, CPU_S, SPY_S = 3, 8, 8
 
@@ -75,10 +74,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="comet-profile-"))
-    config = write_config(
-        directory, [Space(keys={TOKEN: ["events:write"]}, extra="rate_limit_per_minute = 100000000")],
-        relay_extra="browser_rate_limit_per_minute = 100000000",
-    )
+    config = relay_config(directory)
     proc, url = serve("relay", {**os.environ, "BENCH_RELAY_CONFIG": str(config)})
     try:
         run_wrk(url, WARM_S, 64, "warm")

@@ -24,11 +24,11 @@ from relay.app import create_app
 from relay.errors import Unavailable
 from relay.settings import load
 from relay.sqlite_file import WalSync
-from relay.store.base import NewEvent
 from relay.store.sqlite import SQLiteOutbox
 from relay.store.sqlite.schema import open_file
 from relay.store.sqlite.writer import GroupCommitter
 from tests.support import wait_for, write_config
+from tests.test_outbox import T0, event
 
 NORMAL = 1  # PRAGMA synchronous
 
@@ -206,13 +206,6 @@ def test_stop_answers_the_groups_still_waiting_for_their_sync(tmp_path: Path) ->
     assert asyncio.run(main()) == ["late-0", "late-1", "late-2"]
 
 
-def event(key: str) -> NewEvent:
-    return NewEvent(
-        space="acme", event_name="purchase", idempotency_key=key, payload=b'{"x": 1}',
-        dedup_keys=(f"idem:{key}",), dedup_until=2e9, received_at=1e9, priority=0,
-    )
-
-
 def test_an_enqueue_is_answered_after_an_fdatasync_of_the_files_wal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,7 +231,7 @@ def test_an_enqueue_is_answered_after_an_fdatasync_of_the_files_wal(
                 lambda conn: int(conn.execute("PRAGMA synchronous").fetchone()[0]), durable=False
             )
             assert synced == []
-            await outbox.enqueue([event("k1")], 1e9)
+            await outbox.enqueue([event("k1")], T0)
             return mode, list(synced), os.stat(f"{path}-wal").st_ino
         finally:
             await outbox.close()
@@ -262,7 +255,7 @@ def test_an_outbox_file_reached_by_a_symbolic_link_is_synced_where_sqlite_keeps_
         try:
             writer = outbox._writer
             assert writer is not None
-            await outbox.enqueue([event("linked")], 1e9)
+            await outbox.enqueue([event("linked")], T0)
             return writer.syncs
         finally:
             await outbox.close()
@@ -310,7 +303,7 @@ def test_the_forwarders_claims_and_marks_are_not_fsynced(tmp_path: Path) -> None
             await outbox.release([5])
             assert claimed == []
             lax = writer.syncs - before
-            await outbox.enqueue([event("k")], 1e9)
+            await outbox.enqueue([event("k")], T0)
             return lax, writer.syncs - before, writer.commits
         finally:
             await outbox.close()
@@ -334,7 +327,7 @@ def test_a_failed_sync_is_a_503_kind_of_failure_for_the_sender(tmp_path: Path) -
             assert writer is not None
             writer._sync = sync
             with pytest.raises(Unavailable, match="synced"):
-                await outbox.enqueue([event("k")], 1e9)
+                await outbox.enqueue([event("k")], T0)
         finally:
             await outbox.close()
 
