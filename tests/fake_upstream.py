@@ -13,7 +13,8 @@ It records every request and answers from a script that the test controls:
   POST /_reset                                            forget everything
 A rule is {"status": 500}, {"status": 429, "retry_after": "2"}, {"status": 401},
 {"status": 422, "message": "..."}, {"delay": 3.0} (answer late, then as the rest of the rule
-says) or {"drop": true} (cut the connection before a complete answer).
+says), {"drop": true} (cut the connection before a complete answer) or, with any of these,
+{"gzip": true} (the answer's body gzip-compressed, with its Content-Encoding).
 
 The first that applies answers: a script rule, a schedule window, a match, the default. A
 schedule window's rule with neither a status nor a drop only delays: the answer then comes
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import time
 from typing import Any
@@ -89,8 +91,14 @@ async def track(request: Request) -> Response:
     if "retry_after" in rule:
         headers["Retry-After"] = str(rule["retry_after"])
     if status == 202:
-        return JSONResponse({"status": 202, "message": "Event queued"}, 202)
-    return JSONResponse({"message": rule.get("message", f"fake upstream says {status}")}, status, headers)
+        answer: dict[str, Any] = {"status": 202, "message": "Event queued"}
+    else:
+        answer = {"message": rule.get("message", f"fake upstream says {status}")}
+    if rule.get("gzip"):
+        headers["Content-Encoding"] = "gzip"
+        content = gzip.compress(json.dumps(answer).encode())
+        return Response(content, status, headers, media_type="application/json")
+    return JSONResponse(answer, status, headers)
 
 
 class Dropped(Response):

@@ -149,3 +149,49 @@ def test_closing_the_client_closes_the_pool(upstream: UpstreamProcess, tmp_path:
         assert isinstance(transport, AiohttpTransport) and transport._session is None
 
     asyncio.run(main())
+
+
+def test_upstream_posts_without_httpx_objects_on_the_forwarders_transport(
+    upstream: UpstreamProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`AiohttpTransport.post` carries the event: neither an httpx request nor an httpx
+    response is made (they cost about as much as the HTTP itself), and the event, its
+    headers and the answer's verdict are as through httpx."""
+    upstream.control(script=[{"status": 429, "retry_after": "9"}])
+
+    def no_httpx(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an httpx object was made for an event")
+
+    async def work(client: httpx.AsyncClient) -> list[tuple[Verdict, float | None]]:
+        up = Upstream(client, timeout=5)
+        with monkeypatch.context() as patched:
+            patched.setattr(httpx.Request, "__init__", no_httpx)
+            patched.setattr(httpx.Response, "__init__", no_httpx)
+            outcomes = [await up.send(upstream.track_url, "tok", b'{"n":1}', NOW) for _ in range(2)]
+        return [(o.verdict, o.delay) for o in outcomes]
+
+    assert with_client(work) == [(Verdict.SLOW_DOWN, 9.0), (Verdict.DELIVERED, None)]
+    first, _ = upstream.received()
+    assert (first["body"], first["authorization"]) == ('{"n":1}', "Bearer tok")
+    assert (first["user_agent"], first["content_type"]) == (f"comet-relay/{__version__}", "application/json")
+
+
+def test_a_compressed_answer_is_read_as_the_upstreams_words(upstream: UpstreamProcess) -> None:
+    upstream.control(script=[{"status": 422, "message": "amount must be a number", "gzip": True}])
+
+    async def work(client: httpx.AsyncClient) -> tuple[Verdict, str]:
+        outcome = await Upstream(client, timeout=5).send(upstream.track_url, "tok", b"{}", NOW)
+        return outcome.verdict, outcome.message
+
+    assert with_client(work) == (Verdict.FATAL, "amount must be a number")
+
+
+def test_other_transports_still_get_an_httpx_request(upstream: UpstreamProcess) -> None:
+    """httpx's own pool (or a test's transport) is sent an `httpx.Request`, as before."""
+
+    async def main() -> tuple[Verdict, str | None]:
+        async with httpx.AsyncClient(headers={"User-Agent": "other"}) as client:
+            outcome = await Upstream(client, timeout=5).send(upstream.track_url, "tok", b"{}", NOW)
+        return outcome.verdict, upstream.received()[0]["user_agent"]  # type: ignore[return-value]
+
+    assert asyncio.run(main()) == (Verdict.DELIVERED, "other")

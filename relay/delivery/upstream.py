@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
 
+import aiohttp
 import httpx
+
+from relay.delivery.transport import AiohttpTransport
 
 MAX_MESSAGE = 500
 REDACTED = "[the upstream token]"
@@ -92,11 +95,13 @@ def _message(body: bytes) -> str:
 class Upstream:
     """Sends events to a Space's upstream with its bearer token.
 
-    Each event is one `httpx.Request` handed straight to the client's transport: the
-    client's own layers (auth, redirects, cookies, event hooks) do nothing for these POSTs
-    but cost about as much CPU as the transport itself (bench/README.md, "What each client
-    cost"). The client's default headers (its User-Agent) are sent all the same; a URL's
-    parsed form and each token's headers are made once.
+    With the forwarder's own transport (`AiohttpTransport`) each event is one
+    `AiohttpTransport.post`: no httpx request or response objects, which cost about as much
+    CPU as the HTTP itself (bench/README.md, issue 16). With any other transport (a test's
+    `httpx.MockTransport`, httpx's own pool) it is one `httpx.Request` handed straight to the
+    client's transport, skipping the client's layers (auth, redirects, cookies, event hooks),
+    which do nothing for these POSTs. Either way the client's default headers (its
+    User-Agent) are sent, and a URL's parsed form and each token's headers are made once.
     """
 
     def __init__(self, client: httpx.AsyncClient, timeout: float = 10.0) -> None:
@@ -104,6 +109,7 @@ class Upstream:
         self.timeout = timeout
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
         self._targets: dict[tuple[str, str | None], tuple[httpx.URL, httpx.Headers]] = {}
+        self._direct: dict[tuple[str, str | None], _Direct | None] = {}
 
     def request(self, url: str, token: str | None, payload: bytes) -> httpx.Request:
         """The POST of `payload` to `url`, with the client's headers and the bearer `token`.
@@ -115,10 +121,7 @@ class Upstream:
         if target is None:
             parsed = httpx.URL(url)
             headers = httpx.Headers({"Host": parsed.netloc.decode("ascii")})
-            headers.update(self.client.headers)
-            headers["Content-Type"] = "application/json"
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
+            headers.update(self._headers(token))
             target = self._targets[(url, token)] = (parsed, headers)
         parsed, template = target
         headers = httpx.Headers(template)
@@ -129,19 +132,62 @@ class Upstream:
         )
 
     async def send(self, url: str, token: str | None, payload: bytes, now: float) -> Outcome:
-        request = self.request(url, token, payload)
-        transport = self.client._transport_for_url(request.url)
+        """POST `payload` to `url` and classify the answer; a timeout or a failed connection
+        is a retry, and the token never appears in the outcome's message."""
         try:
-            r = await transport.handle_async_request(request)
-            try:
-                content = await r.aread()
-            finally:
-                await r.aclose()
+            direct = self._direct[(url, token)]
+        except KeyError:
+            direct = self._direct[(url, token)] = self._direct_path(url, token)
+        try:
+            if direct is not None:
+                status, headers, content = await direct.transport.post(
+                    direct.url, direct.headers, payload, direct.timeout
+                )
+            else:
+                status, headers, content = await self._send_request(url, token, payload)
         except httpx.TimeoutException:
             return Outcome(Verdict.RETRY, None, f"no answer within {self.timeout:g} s")
         except httpx.TransportError as exc:
             return Outcome(Verdict.RETRY, None, f"connection failed: {type(exc).__name__}: {exc}"[:MAX_MESSAGE])
-        outcome = classify(r.status_code, r.headers, content, now)
+        outcome = classify(status, headers, content, now)
         if token and token in outcome.message:  # it is logged and stored: never the token
             outcome = replace(outcome, message=outcome.message.replace(token, REDACTED))
         return outcome
+
+    async def _send_request(
+        self, url: str, token: str | None, payload: bytes
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        request = self.request(url, token, payload)
+        r = await self.client._transport_for_url(request.url).handle_async_request(request)
+        try:
+            content = await r.aread()
+        finally:
+            await r.aclose()
+        return r.status_code, r.headers, content
+
+    def _direct_path(self, url: str, token: str | None) -> _Direct | None:
+        """How `send` posts to `url` without httpx's objects, if the client's transport for
+        it is an `AiohttpTransport`."""
+        transport = self.client._transport_for_url(httpx.URL(url))
+        if not isinstance(transport, AiohttpTransport):
+            return None
+        headers = dict(self._headers(token).items())  # Host and Content-Length: aiohttp's
+        return _Direct(transport, url, headers, transport.client_timeout(self._extensions["timeout"]))
+
+    def _headers(self, token: str | None) -> httpx.Headers:
+        """The client's headers, the JSON content type and the bearer `token`."""
+        headers = httpx.Headers(self.client.headers)
+        headers["Content-Type"] = "application/json"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+
+@dataclass(frozen=True)
+class _Direct:
+    """What `Upstream.send` needs to post to one URL with one token through `transport`."""
+
+    transport: AiohttpTransport
+    url: str
+    headers: dict[str, str]
+    timeout: aiohttp.ClientTimeout
