@@ -189,13 +189,6 @@ class Forwarder:
             await asyncio.wait((*st.inflight, self._stop_signal()),
                                return_when=asyncio.FIRST_COMPLETED)
             return
-        # After a stall several due slots may come at once; never start more than rate/60 in
-        # a second, so network jitter cannot push the upstream's count past rate/60 + 1.
-        while st.starts and now - st.starts[0] >= 1.0:
-            st.starts.popleft()
-        if len(st.starts) >= st.per_second:
-            await self._nap(st, st.starts[0] + 1.0 - now + TIMER_SLACK, wakeable=False)
-            return
         event = await self._next_event(st, now)
         if event is None:
             due = await self.outbox.next_due(st.space.id)
@@ -209,28 +202,44 @@ class Forwarder:
             n = min(1 + len(st.buffer), st.batch)
             st.slots.extend(await self.pacer.reserve_batch(sid, st.interval, n, self.clock()))
         start = st.slots.popleft()
-        wait = start - self.clock()
+        now = self.clock()
+        earliest = self._earliest(st, start, now)
+        wait = earliest - now
         # The lease must outlast the wait and the request, or another forwarder could claim
         # the event meanwhile and send it too.
         if wait > self.settings.upstream_timeout_seconds or (
-            event.lease_until < start + self.settings.upstream_timeout_seconds + 1.0
+            event.lease_until < earliest + self.settings.upstream_timeout_seconds + 1.0
         ):
             st.buffer.appendleft(event)
             await self._release_buffer(st)
             return
-        # uvloop's timers may fire early (whole ms, from a stale loop time): nap past the slot.
+        # One nap for the slot and the cap together (a nap is a wake-up of the loop, the
+        # largest part of what a start costs). uvloop's timers may fire early (whole ms, from
+        # a stale loop time): nap past it, and look again.
         while wait > 0:
             holds = st.holds
             await self._nap(st, wait + TIMER_SLACK, wakeable=False)  # never before the slot
             if self._stopping.is_set() or st.holds != holds:  # stopping, or held meanwhile
                 st.buffer.appendleft(event)  # released by stop(), or sent after the hold
                 return
-            wait = start - self.clock()
+            now = self.clock()
+            wait = self._earliest(st, start, now) - now
         at = self.clock()
         st.starts.append(at)
         task = asyncio.create_task(self._deliver(st, event, Start(start, at)))
         st.inflight.add(task)
         task.add_done_callback(st.inflight.discard)
+
+    @staticmethod
+    def _earliest(st: SpaceState, slot: float, now: float) -> float:
+        """When the start reserved for `slot` may go: at its slot, and, after a stall brought
+        several due slots at once, once fewer than rate/60 starts are in the last second, so
+        network jitter cannot push the upstream's count past rate/60 + 1."""
+        while st.starts and now - st.starts[0] >= 1.0:
+            st.starts.popleft()
+        if len(st.starts) >= st.per_second:
+            return max(slot, st.starts[-st.per_second] + 1.0)
+        return slot
 
     async def _next_event(self, st: SpaceState, now: float) -> Claimed | None:
         # An event may only be sent while its lease outlasts the request: otherwise another
