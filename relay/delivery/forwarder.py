@@ -33,6 +33,10 @@ PAUSE_FIRST = 5.0
 # the start of the loop's turn): the waits that must not end early (for a slot, a hold, the
 # per-second cap) ask for this much more, so a start never precedes its slot, in one nap.
 TIMER_SLACK = 0.002
+# Seconds of starts other forwarders of a Space may have reserved ahead that one forwarder
+# reserves its batch behind, instead of waiting: four forwarders' batches of a quarter second.
+# A longer wait is a hold (a 429, a pause, a backoff), waited out without claiming.
+RESERVED_AHEAD = 1.0
 # Seconds a delivered event may wait to be marked, with others. A kill inside it sends those
 # events again (at-least-once); each flush is a commit in the writer thread, whose cost is per
 # flush, not per event (bench/README.md, issue 16): 0.05 s cost about 20 commits a second.
@@ -178,9 +182,12 @@ class Forwarder:
         now = self.clock()
         if not st.slots:  # asked once per batch: a hold, a pause or a backoff shows here
             slot = max(await self.pacer.next_slot(sid), st.held_until)
-            # Within one interval of the slot, go on and reserve now: waking late for every
-            # request would lose that lateness each time and drift below the configured rate.
-            if slot - now > st.interval:  # Retry-After, a pause or a backoff: wait for `slot`
+            # Close to the slot, go on and reserve now: waking late for every request would
+            # lose that lateness each time and drift below the configured rate. Close means
+            # within one interval, or within RESERVED_AHEAD: the batches other forwarders of
+            # the Space reserved, which this one takes its turn behind rather than wait out
+            # (each would otherwise find the next slot taken, and one could starve the rest).
+            if slot - now > max(st.interval, RESERVED_AHEAD):  # a hold: wait for `slot`
                 if slot - now > self.settings.upstream_timeout_seconds:
                     await self._release_buffer(st)  # long wait: do not sit on leases
                 await self._nap(st, slot - now + TIMER_SLACK, wakeable=False)
