@@ -14,7 +14,7 @@ import pytest
 
 from relay.app import create_app
 from relay.errors import ConfigError
-from relay.observe.eventlog import configure_event_log, log
+from relay.observe.eventlog import configure_event_log, log, write_event
 from relay.settings import load
 from tests.support import write_config
 
@@ -71,3 +71,58 @@ def test_log_format_is_checked(tmp_path: Path) -> None:
     config = write_config(tmp_path, relay_extra='log_format = "xml"')
     with pytest.raises(ConfigError, match='log_format: must be "text" or "json"'):
         load(str(config), os.environ)
+
+
+EXTRA = {"space": "acme", "outcome": "dead", "event_id": "k-ü", "outbox_id": 7,
+         "upstream_status": None, "next_attempt_at": 1_800_000_000.25, "slot": 1.5}
+CREATED = 1_800_000_000.987654
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_event_line_is_the_line_logging_would_write(
+    log_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`write_event` skips `logging`'s records (they cost as much as a delivery), not a
+    character of the line."""
+    out = io.StringIO()
+    handler = configure_event_log(log_format, out)
+    monkeypatch.setattr(log, "handlers", [handler])  # without pytest's own capturing handlers
+    with monkeypatch.context() as no_records:
+        no_records.setattr(logging.LogRecord, "__init__", None)  # making one would fail
+        write_event(logging.WARNING, "dead event k-ü (outbox 7) of Space acme: HTTP 422 no",
+                    EXTRA, created=CREATED)
+    record = log.makeRecord(log.name, logging.WARNING, __file__, 1, "%s",
+                            ("dead event k-ü (outbox 7) of Space acme: HTTP 422 no",), None,
+                            extra=EXTRA)
+    record.created, record.msecs = CREATED, 987.0
+    assert out.getvalue() == handler.format(record) + "\n"
+    if log_format == "json":
+        line = json.loads(out.getvalue())
+        assert line["time"] == "2027-01-15T08:00:00.987Z" and line["level"] == "warning"
+        assert (line["event_id"], line["slot"], line["pid"]) == ("k-ü", 1.5, os.getpid())
+
+
+def test_other_handlers_and_filters_still_see_every_event_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    handler = configure_event_log("json", out)
+    monkeypatch.setattr(log, "handlers", [handler])  # without pytest's own capturing handlers
+    seen: list[logging.LogRecord] = []
+    other = logging.Handler()
+    other.emit = seen.append  # type: ignore[method-assign]
+    log.addHandler(other)
+    try:
+        write_event(logging.INFO, "delivered event k-1", {"event_id": "k-1"})
+        assert [r.getMessage() for r in seen] == ["delivered event k-1"]
+        assert seen[0].event_id == "k-1"  # type: ignore[attr-defined]
+        assert json.loads(out.getvalue())["event_id"] == "k-1"
+    finally:
+        log.removeHandler(other)
+    quiet = logging.Filter("someone.else")  # lets no record of relay.events through
+    log.addFilter(quiet)
+    try:
+        write_event(logging.INFO, "delivered event k-2", {"event_id": "k-2"})
+    finally:
+        log.removeFilter(quiet)
+    log.setLevel(logging.WARNING)
+    write_event(logging.INFO, "delivered event k-3", {"event_id": "k-3"})
+    assert len(out.getvalue().splitlines()) == 1

@@ -4,20 +4,20 @@ The intake (`relay.intake.Intake`, for both endpoints) and the forwarder (`Forwa
 `serve` and in `comet-relay forward` alike) report to an `Observer`; it counts every report
 in `relay.observe.metrics` and writes one log line per notable one (refused,
 duplicate, bot, delivered, retrying, paused, dead; not accepted: that would be a line per
-request) to the `relay.events` logger, as text or, with `[relay] log_format = "json"`, as one
+request) to the `relay.events` logger (`write_event`), as text or, with `[relay] log_format = "json"`, as one
 JSON object per line.
 """
 
 from __future__ import annotations
 
-import logging
 import time
+from logging import INFO, WARNING
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.delivery.forwarder import Start
 from relay.delivery.upstream import Outcome
-from relay.observe.eventlog import log
+from relay.observe.eventlog import write_event
 from relay.observe.journal import Journal
 from relay.observe.metrics import Metrics
 from relay.observe.shown import shown
@@ -80,15 +80,13 @@ class Observer:
         extra = {"space": r.space, "source": r.source, "outcome": r.outcome, "event_id": event_id}
         if r.outcome == "rejected":
             extra["reason"] = reason
-            log.info("refused %s event %s of Space %s: %s", r.source, key, r.space, reason,
-                     extra=extra)
+            write_event(INFO, f"refused {r.source} event {key} of Space {r.space}: {reason}", extra)
         elif r.other is not None:
             extra["other_event_id"] = other
-            log.info("%s %s event %s of Space %s (%s)", r.outcome, r.source, key, r.space,
-                     other, extra=extra)
+            write_event(INFO, f"{r.outcome} {r.source} event {key} of Space {r.space} ({other})",
+                        extra)
         else:
-            log.info("%s %s event %s of Space %s", r.outcome, r.source, key, r.space,
-                     extra=extra)
+            write_event(INFO, f"{r.outcome} {r.source} event {key} of Space {r.space}", extra)
 
     def settled(
         self,
@@ -121,6 +119,6 @@ class Observer:
             "started_at": start.at,
             "slot": start.slot,
         }
-        level = logging.INFO if state in ("delivered", "retrying") else logging.WARNING
-        log.log(level, "%s event %s (outbox %d) of Space %s: HTTP %s %s", state, key, event.id,
-                event.space, outcome.status or "-", message, extra=extra)
+        level = INFO if state in ("delivered", "retrying") else WARNING
+        write_event(level, f"{state} event {key} (outbox {event.id:d}) of Space {event.space}: "
+                    f"HTTP {outcome.status or '-'} {message}", extra)
