@@ -452,16 +452,18 @@ def test_sqlite_settings_are_wal_and_synchronous_normal_with_the_writers_own_syn
     tmp_path: Path,
 ) -> None:
     """NORMAL: the commit does not wait for the disk; the outbox's sync thread fsyncs the WAL
-    before answering (tests/test_outbox_sync.py)."""
+    before answering (tests/test_outbox_sync.py). Statement journals stay in memory
+    (temp_store MEMORY, 2): in a temporary file they were a dozen writes per delivered event."""
 
-    def pragmas(conn: sqlite3.Connection) -> tuple[str, int]:
+    def pragmas(conn: sqlite3.Connection) -> tuple[str, int, int]:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        return mode, conn.execute("PRAGMA synchronous").fetchone()[0]
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+        return mode, sync, conn.execute("PRAGMA temp_store").fetchone()[0]
 
-    async def scenario(box: SQLiteOutbox) -> tuple[str, int]:
+    async def scenario(box: SQLiteOutbox) -> tuple[str, int, int]:
         return await box._write(pragmas)
 
-    assert run_with(SQLiteOutbox(str(tmp_path / "outbox.db")), scenario) == ("wal", 1)  # NORMAL
+    assert run_with(SQLiteOutbox(str(tmp_path / "outbox.db")), scenario) == ("wal", 1, 2)
 
 
 async def in_one_group(

@@ -54,6 +54,10 @@ def open_file(path: str, busy_timeout: float) -> tuple[sqlite3.Connection, sqlit
         # From here the writer's syncer fsyncs the WAL before a durable commit is answered,
         # outside the write lock (writer.py).
         conn.execute("PRAGMA synchronous = NORMAL")
+        # Statement journals (each UPDATE's undo record within its transaction, for the
+        # forwarder's claims and marks a few pages per row) in memory, not in a temporary
+        # file: a crash needs only the WAL (bench/README.md, issue 16).
+        conn.execute("PRAGMA temp_store = MEMORY")
         reader = connect(path, busy_timeout)
         reader.execute("PRAGMA query_only = ON")
     except BaseException:
