@@ -80,3 +80,26 @@ def test_waits_end_late_not_early_and_the_cap_is_one_nap(tmp_path: Path, rate: i
     assert most_within_a_second(starts) <= math.ceil(rate / 60), starts
     assert not [n for n in naps if 0 < n < 0.01]  # no nap for the last sliver of a wait
     assert early == []
+
+
+def test_a_short_nap_is_a_plain_sleep_and_a_long_one_ends_when_stop_begins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At a high rate every start naps a few ms: a plain sleep (a third of the CPU of one that
+    also watches for the stop). A longer nap (a hold, a slow rate) still ends at the stop."""
+
+    def watched(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a short nap watched for the stop")
+
+    async def scenario() -> None:
+        forwarder = Forwarder(Settings(), None, None)  # type: ignore[arg-type]  # naps only
+        with monkeypatch.context() as patched:
+            patched.setattr(asyncio, "wait", watched)
+            await forwarder._pause(0.002)
+        long_nap = asyncio.create_task(forwarder._pause(600))
+        await asyncio.sleep(0)
+        assert not long_nap.done()
+        await forwarder.stop(1)
+        await asyncio.wait_for(long_nap, 5)
+
+    asyncio.run(scenario())

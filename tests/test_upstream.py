@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -91,3 +92,22 @@ def test_an_upstream_that_echoes_the_token_never_gets_it_into_the_message() -> N
     out = _send_through(httpx.MockTransport(echo))
     assert out.verdict is Verdict.PAUSE  # type: ignore[attr-defined]
     assert out.message == "key [the upstream token] is revoked"  # type: ignore[attr-defined]
+
+
+def test_a_short_answer_is_read_once_and_a_long_one_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upstream answers most events with the same bytes: the forwarder reads them once.
+    A long answer is not kept."""
+    reads: list[bytes] = []
+    loads = json.loads
+
+    def counted(body: bytes) -> object:
+        reads.append(body)
+        return loads(body)
+
+    monkeypatch.setattr("relay.delivery.upstream.json.loads", counted)
+    short = b'{"status": 202, "message": "queued, read once"}'
+    long = b'{"message": "' + b"x" * 600 + b'"}'
+    for _ in range(3):
+        assert classify(202, {}, short, NOW).message == "queued, read once"
+        assert classify(422, {}, long, NOW).message == "x" * 500
+    assert reads == [short, long, long, long]

@@ -7,6 +7,7 @@ transport (httpx) and turns timeouts and resets into retries.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import math
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ import httpx
 from relay.delivery.transport import AiohttpTransport
 
 MAX_MESSAGE = 500
+SHORT_ANSWER = 512  # bytes: an answer this short is read once, then remembered
 REDACTED = "[the upstream token]"
 
 
@@ -78,7 +80,19 @@ def retry_after(value: str | None, now: float, default: float = 60.0) -> float:
 
 
 def _message(body: bytes) -> str:
-    """The upstream's own words: its JSON `message` (and errors) if any, else the raw text."""
+    """The upstream's own words: its JSON `message` (and errors) if any, else the raw text.
+
+    A short answer is read once: an upstream answers most events with the same bytes."""
+    return _short_message(body) if len(body) <= SHORT_ANSWER else _read_message(body)
+
+
+
+@functools.lru_cache(maxsize=64)
+def _short_message(body: bytes) -> str:
+    return _read_message(body)
+
+
+def _read_message(body: bytes) -> str:
     text = body[: 4 * MAX_MESSAGE].decode("utf-8", "replace").strip()
     try:
         data = json.loads(body)
