@@ -126,3 +126,18 @@ def test_other_handlers_and_filters_still_see_every_event_line(monkeypatch: pyte
     log.setLevel(logging.WARNING)
     write_event(logging.INFO, "delivered event k-3", {"event_id": "k-3"})
     assert len(out.getvalue().splitlines()) == 1
+
+
+def test_a_broken_stream_does_not_break_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk or a closed stderr costs the line, as with logging, not the delivery."""
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    handler = configure_event_log("json", Full())
+    monkeypatch.setattr(log, "handlers", [handler])  # without pytest's own capturing handlers
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    write_event(logging.INFO, "delivered event k-1", {"event_id": "k-1"})
+    assert [r.getMessage() for r in reported] == ["delivered event k-1"]

@@ -126,5 +126,5 @@ def write_event(level: int, message: str, extra: Mapping[str, object],
         try:
             handler.stream.write(line + handler.terminator)
             handler.flush()
-        except Exception:  # as logging does: a broken stream must not break delivery
+        except (OSError, ValueError):  # a broken or closed stream must not break delivery
             handler.handleError(logging.makeLogRecord({"msg": message, "levelno": level}))

@@ -11,9 +11,9 @@ JSON object per line.
 from __future__ import annotations
 
 import time
-from logging import INFO, WARNING
 from collections.abc import Callable
 from dataclasses import dataclass
+from logging import INFO, WARNING
 
 from relay.delivery.forwarder import Start
 from relay.delivery.upstream import Outcome
