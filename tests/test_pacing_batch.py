@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,46 @@ def test_two_pacers_on_one_store_share_the_pace_in_batches(
     starts = asyncio.run(scenario())
     assert len(starts) == 71 and min(starts) == T0
     assert spaced(starts, 0.1) and max(starts) == pytest.approx(T0 + 7.0, abs=1e-5)
+
+
+def test_the_next_slot_is_read_without_a_thread_or_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forwarder asks once per batch: the read is made on the caller's thread, and while
+    another process holds the file's write lock it reads the last committed slot at once."""
+    path = tmp_path / "relay.db"
+
+    async def scenario() -> None:
+        async with SQLitePacer(str(path)) as pacer:
+            await pacer.reserve_batch("acme", 0.5, 4, T0)
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")  # the write lock, held
+            other.execute("UPDATE pace SET next_slot = ? WHERE space = 'acme'", (T0 + 99,))
+            try:
+                with monkeypatch.context() as no_threads:
+                    no_threads.setattr(asyncio, "to_thread", None)  # a call would fail
+                    assert await pacer.next_slot("acme") == T0 + 2.0
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_read_that_would_wait_goes_to_a_thread(tmp_path: Path) -> None:
+    class Waiting:
+        def execute(self, *args: object) -> None:
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise busy
+
+        def close(self) -> None:
+            pass
+
+    async def scenario() -> float:
+        async with SQLitePacer(str(tmp_path / "relay.db")) as pacer:
+            await pacer.reserve_batch("acme", 0.5, 2, T0)
+            pacer._reader = Waiting()  # type: ignore[assignment]
+            return await pacer.next_slot("acme")
+
+    assert asyncio.run(scenario()) == T0 + 1.0

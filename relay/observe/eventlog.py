@@ -24,6 +24,8 @@ from typing import NamedTuple, TextIO
 log = logging.getLogger("relay.events")
 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# One encoder for every line: json.dumps with options makes (and drops) one per call.
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 class _Stamp(NamedTuple):
@@ -47,7 +49,7 @@ class JsonFormatter(logging.Formatter):
         line.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _encode(line)
 
     def event_line(self, created: float, level: int, message: str, extra: Mapping[str, object]) -> str:
         """The line `format` makes of an event-log record with these fields."""
@@ -55,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         line = _fields(created, stamp.msecs, logging.getLevelName(level), log.name, message,
                        os.getpid())
         line.update(extra)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _encode(line)
 
 
 def _fields(created: float, msecs: float, level: str, logger: str, message: str,

@@ -5,7 +5,8 @@ Every forwarder on one SQLite file (`serve`, or `serve --no-forward` beside one 
 a Space's `upstream_rate_per_minute` together, and a hold (a 429's Retry-After, a pause after
 401/403) survives a killed process: its restart waits out the hold instead of sending at once.
 
-Each call is one short write transaction on a connection of its own, run in a thread. It
+Each write is one short write transaction on a connection of its own, run in a thread (a read
+of the next slot is made on the caller's thread, see `next_slot`). It
 commits with `synchronous = NORMAL`: in WAL mode that survives the process being killed (what
 the hold is for), though not a power cut, and costs no fsync. A slot further ahead than
 `MAX_AHEAD_SECONDS` (a clock set back, or a test's clock) counts as that far, so a stale row
@@ -23,7 +24,7 @@ from typing import TypeVar
 from relay.delivery.pacing.base import slots
 from relay.errors import Unavailable
 from relay.lifecycle import Lifecycle
-from relay.sqlite_file import open_side_table
+from relay.sqlite_file import connect, open_side_table
 
 T = TypeVar("T")
 
@@ -42,19 +43,29 @@ class SQLitePacer(Lifecycle):
         self.path = path
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # next_slot's, on the caller's thread
         self._lock = threading.Lock()
 
     async def start(self) -> None:
-        """Open the connection and create the table if needed; idempotent."""
+        """Open the connections and create the table if needed; idempotent."""
         if self._conn is None:
             self._conn = await self._run_unlocked(self._open)
+            self._reader = await self._run_unlocked(self._open_reader)
 
     def _open(self) -> sqlite3.Connection:
         return open_side_table(self.path, self.busy_timeout, SCHEMA)
 
+    def _open_reader(self) -> sqlite3.Connection:
+        reader = connect(self.path, 0.0)  # never waits: see next_slot
+        reader.execute("PRAGMA query_only = ON")
+        return reader
+
     async def close(self) -> None:
-        """Close the connection; idempotent."""
+        """Close the connections; idempotent."""
         conn, self._conn = self._conn, None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         if conn is not None:
             with self._lock:
                 conn.close()
@@ -88,13 +99,18 @@ class SQLitePacer(Lifecycle):
         await self._write(work)
 
     async def next_slot(self, space: str) -> float:
-        """See `Pacer.next_slot`."""
-
-        def read(conn: sqlite3.Connection) -> float:
-            row = conn.execute("SELECT next_slot FROM pace WHERE space = ?", (space,)).fetchone()
-            return float(row[0]) if row else 0.0
-
-        return await self._run(read)
+        """See `Pacer.next_slot`. Read on the caller's thread, without waiting: a WAL reader
+        does not wait for writers, and in the rare case it would (another connection is
+        recovering the WAL), the read goes to a thread as the writes do. The forwarder asks
+        once per batch; the thread's round trip cost more than the read (bench/README.md)."""
+        reader = self._reader
+        if reader is not None:
+            try:
+                return _next_slot(reader, space)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise Unavailable(f"The pacer could not use the outbox file: {exc}") from exc
+        return await self._run(lambda conn: _next_slot(conn, space))
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def transaction(conn: sqlite3.Connection) -> T:
@@ -124,6 +140,11 @@ class SQLitePacer(Lifecycle):
             return await asyncio.to_thread(work)
         except sqlite3.Error as exc:
             raise Unavailable(f"The pacer could not use the outbox file: {exc}") from exc
+
+
+def _next_slot(conn: sqlite3.Connection, space: str) -> float:
+    row = conn.execute("SELECT next_slot FROM pace WHERE space = ?", (space,)).fetchone()
+    return float(row[0]) if row else 0.0
 
 
 def _stored(conn: sqlite3.Connection, space: str, now: float) -> float:
