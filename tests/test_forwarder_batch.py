@@ -6,8 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from relay.delivery.forwarder import Forwarder, Start
+from relay.delivery.forwarder import Forwarder
 from relay.delivery.pacing.memory import MemoryPacer
+from relay.delivery.space_state import Start
 from relay.delivery.transport import forwarding_client
 from relay.delivery.upstream import Upstream
 from relay.settings import Settings

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.delivery.forwarder import DELIVERED_FLUSH, Forwarder, Start
+from relay.delivery.forwarder import DELIVERED_FLUSH, Forwarder
 from relay.delivery.pacing.memory import MemoryPacer
+from relay.delivery.space_state import Start
 from relay.delivery.transport import forwarding_client
 from relay.delivery.upstream import Upstream
 from relay.settings import Settings

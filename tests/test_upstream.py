@@ -11,7 +11,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from relay.delivery.forwarder import backoff
+from relay.delivery.space_state import backoff
 from relay.delivery.upstream import Upstream, Verdict, classify, retry_after
 
 NOW = 1_800_000_000.0

@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from relay.delivery.pacing.base import Pacer
 from relay.delivery.pacing.memory import MemoryPacer
+from relay.delivery.space_state import (
+    BACKOFF_CAP,
+    SpaceState,
+    Start,
+    backoff,
+    earliest_start,
+    state_for,
+)
 from relay.delivery.upstream import Outcome, Upstream, Verdict
 from relay.observe.shown import shown
-from relay.settings import Settings, Space
+from relay.settings import Settings
 from relay.store.base import Claimed, Outbox
 
 log = logging.getLogger("relay.forwarder")
 
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 300.0
 PAUSE_FIRST = 5.0
 # Event loops' timers may fire up to a millisecond early (uvloop counts whole milliseconds from
 # the start of the loop's turn): the waits that must not end early (for a slot, a hold, the
@@ -46,45 +50,10 @@ RESERVED_AHEAD = 1.0
 DELIVERED_FLUSH = 0.25
 
 
-def backoff(attempts: int, rng: random.Random, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempts)]."""
-    return rng.uniform(0.0, min(cap, base * 2.0 ** min(attempts, 30)))
-
-
-@dataclass(frozen=True)
-class Start:
-    """When one request was started: `slot`, the start the pacer reserved for it (a Space's
-    slots are at least one interval apart, all its forwarders together), and `at`, when this
-    forwarder let it go (after `slot`; at most `per_second` in any second). Reported with
-    the attempt's outcome, so pacing can be judged by the relay's own records."""
-
-    slot: float
-    at: float
-
-
 # Told of every settled attempt: (event, state, upstream answer, seconds the request took,
 # when it is due again, when it was started); state is "delivered", "retrying", "paused"
 # (released, the Space waits) or "dead".
 Settled = Callable[[Claimed, str, Outcome, float, float | None, Start], None]
-
-
-@dataclass
-class SpaceState:
-    space: Space
-    interval: float  # seconds between request starts
-    batch: int  # events claimed at a time
-    failures: int = 0  # consecutive retryable failures: the Space backs off as a whole
-    pause: float = 0.0  # current 401/403 pause length; 0 when not paused
-    paused_until: float = 0.0
-    buffer: deque[Claimed] = field(default_factory=deque)
-    inflight: set[asyncio.Task[None]] = field(default_factory=set)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    sent: int = 0
-    per_second: int = 1  # most starts in any sliding second: leaves the +1 for jitter
-    starts: deque[float] = field(default_factory=deque)  # start times of the last second
-    slots: deque[float] = field(default_factory=deque)  # reserved starts not used yet
-    holds: int = 0  # holds so far: a start reserved before one is not used
-    held_until: float = 0.0  # the latest hold this forwarder asked for
 
 
 class Forwarder:
@@ -120,7 +89,7 @@ class Forwarder:
         self.lease = 2 * settings.upstream_timeout_seconds + 5.0
         self.max_age = settings.max_event_age_hours * 3600.0
         self.states = {
-            s.id: _state(s) for s in settings.spaces.values() if s.upstream_url and s.active
+            s.id: state_for(s) for s in settings.spaces.values() if s.upstream_url and s.active
         }
         self._stopping = asyncio.Event()
         self._stop_future: asyncio.Future[None] | None = None
@@ -213,7 +182,7 @@ class Forwarder:
             st.slots.extend(await self.pacer.reserve_batch(sid, st.interval, n, self.clock()))
         start = st.slots.popleft()
         now = self.clock()
-        earliest = self._earliest(st, start, now)
+        earliest = earliest_start(st, start, now)
         wait = earliest - now
         # The lease must outlast the wait and the request, or another forwarder could claim
         # the event meanwhile and send it too.
@@ -233,23 +202,12 @@ class Forwarder:
                 st.buffer.appendleft(event)  # released by stop(), or sent after the hold
                 return
             now = self.clock()
-            wait = self._earliest(st, start, now) - now
+            wait = earliest_start(st, start, now) - now
         at = self.clock()
         st.starts.append(at)
         task = asyncio.create_task(self._deliver(st, event, Start(start, at)))
         st.inflight.add(task)
         task.add_done_callback(st.inflight.discard)
-
-    @staticmethod
-    def _earliest(st: SpaceState, slot: float, now: float) -> float:
-        """When the start reserved for `slot` may go: at its slot, and, after a stall brought
-        several due slots at once, once fewer than rate/60 starts are in the last second, so
-        network jitter cannot push the upstream's count past rate/60 + 1."""
-        while st.starts and now - st.starts[0] >= 1.0:
-            st.starts.popleft()
-        if len(st.starts) >= st.per_second:
-            return max(slot, st.starts[-st.per_second] + 1.0)
-        return slot
 
     async def _next_event(self, st: SpaceState, now: float) -> Claimed | None:
         # An event may only be sent while its lease outlasts the request: otherwise another
@@ -399,16 +357,6 @@ class Forwarder:
             except Exception:
                 log.exception("pruning the outbox failed")
             await _first(self.sleep(self.prune_every), self._stopping.wait())
-
-
-def _state(space: Space) -> SpaceState:
-    per_second = space.upstream_rate_per_minute / 60.0
-    return SpaceState(
-        space=space,
-        interval=60.0 / space.upstream_rate_per_minute,
-        batch=max(1, min(20, math.ceil(per_second * 0.25))),
-        per_second=max(1, math.ceil(per_second)),
-    )
 
 
 async def _first(*aws: Awaitable[object]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from logging import INFO, WARNING
 
-from relay.delivery.forwarder import Start
+from relay.delivery.space_state import Start
 from relay.delivery.upstream import Outcome
 from relay.observe.eventlog import write_event
 from relay.observe.journal import Journal
