@@ -83,7 +83,7 @@ def build(
     metrics = Metrics(settings.metrics_multiproc_dir)
     journal = Journal() if settings.admin_token else None
     observer = Observer(metrics, journal, clock)
-    outbox = outbox if outbox is not None else open_outbox(settings.database)
+    outbox = outbox if outbox is not None else open_outbox(settings.database, receives=receive)
     parts = Parts(settings, outbox, metrics, observer, clock, journal=journal,
                   shutdown_timeout=shutdown_timeout)
     if forward:

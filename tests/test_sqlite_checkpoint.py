@@ -6,8 +6,11 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from relay.settings import Settings
 from relay.store.base import NewEvent
 from relay.store.sqlite import WRITER_CHECKPOINT_PAGES, SQLiteOutbox
+from relay.store.sqlite.writer import CHECKPOINT_SECONDS, FORWARD_CHECKPOINT_SECONDS
+from relay.wiring import build
 from tests.support import wait_for
 
 
@@ -41,3 +44,15 @@ def test_the_checkpoint_thread_moves_the_wal_into_the_database_file(tmp_path: Pa
     asyncio.run(scenario())
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM outbox").fetchone() == (2000,)
+
+
+def test_a_process_that_only_forwards_checkpoints_less_often(tmp_path: Path) -> None:
+    """`comet-relay forward` writes a few claims and marks a second: every 2 s is enough, and
+    each checkpoint costs the same copies of the hot pages and an fsync (bench/README.md)."""
+    settings = Settings(database=str(tmp_path / "relay.db"))
+    forwards = build(settings, receive=False).outbox
+    serves = build(settings).outbox
+    assert isinstance(forwards, SQLiteOutbox) and isinstance(serves, SQLiteOutbox)
+    assert (forwards.checkpoint_seconds, serves.checkpoint_seconds) == (
+        FORWARD_CHECKPOINT_SECONDS, CHECKPOINT_SECONDS)
+    assert FORWARD_CHECKPOINT_SECONDS > CHECKPOINT_SECONDS

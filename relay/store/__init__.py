@@ -8,12 +8,16 @@ from relay.store.base import Claimed, NewEvent, Outbox, OutboxStats
 __all__ = ["Claimed", "NewEvent", "Outbox", "OutboxStats", "open_outbox"]
 
 
-def open_outbox(database: str) -> Outbox:
-    """The backend that `database` names: a SQLite file path (default) or a redis:// URL."""
+def open_outbox(database: str, *, receives: bool = True) -> Outbox:
+    """The backend that `database` names: a SQLite file path (default) or a redis:// URL.
+    `receives`: whether this process enqueues events (a SQLite file is checkpointed less
+    often by a process that only forwards)."""
     if is_redis_url(database):
         from relay.store.redis import RedisOutbox
 
         return RedisOutbox(database)
     from relay.store.sqlite import SQLiteOutbox
+    from relay.store.sqlite.writer import CHECKPOINT_SECONDS, FORWARD_CHECKPOINT_SECONDS
 
-    return SQLiteOutbox(database)
+    every = CHECKPOINT_SECONDS if receives else FORWARD_CHECKPOINT_SECONDS
+    return SQLiteOutbox(database, checkpoint_seconds=every)
