@@ -6,7 +6,8 @@ answered only after a sync thread has fsynced the WAL past its group's commit, w
 writer goes on with the next group. Reads (stats, next_due, dead_letters, changes) use a second
 connection and never wait for the write lock. Other processes (a separate forwarder, the CLI)
 may open the same file at the same time. A third thread checkpoints the WAL every
-`CHECKPOINT_SECONDS`, so that no request's commit pays for it.
+`CHECKPOINT_SECONDS` (`FORWARD_CHECKPOINT_SECONDS` in a process that only forwards), so that no
+request's commit pays for it.
 
     outbox.py   SQLiteOutbox: the Outbox methods
     writer.py   the writer (group commit), syncer and checkpointer threads
