@@ -65,3 +65,45 @@ def test_a_429_gives_up_the_starts_reserved_before_it(tmp_path: Path) -> None:
         assert [state for state, _ in states] == ["retrying"]
         assert len(up.received()) == 1
         assert any(abs(nap - RETRY_AFTER) < 2 for nap in naps)
+
+
+class UnstoredHolds(MemoryPacer):
+    """A pacer whose holds are never stored (a slow file or Redis): only the forwarder's own
+    record of its hold stands between a 429 and the next start."""
+
+    async def hold(self, space: str, until: float, now: float) -> None:
+        await asyncio.Event().wait()
+
+
+def test_a_short_hold_is_waited_out_even_before_the_pacer_stores_it(tmp_path: Path) -> None:
+    """A next slot up to a second ahead is taken for other forwarders' batches (reserved
+    behind, not waited out), but never this forwarder's own hold: after a 429 with
+    Retry-After 0.5 the next request comes at least 0.5 s after the first."""
+    with UpstreamProcess(tmp_path) as up:
+        up.control(script=[{"status": 429, "retry_after": "0.5"}])
+        space = SpaceSettings("acme", upstream_url=up.track_url, upstream_rate_per_minute=6000)
+        settings = Settings(database=str(tmp_path / "relay.db"), spaces={"acme": space})
+        box = SQLiteOutbox(settings.database)
+
+        async def scenario() -> None:
+            await box.start()
+            now = time.time()
+            await box.enqueue([NewEvent("acme", "purchase", f"k{i}", b"{}", (), now, now)
+                               for i in range(3)], now)
+            async with forwarding_client() as client:
+                forwarder = Forwarder(settings, box, Upstream(client, 5.0),
+                                      pacer=UnstoredHolds(), concurrency=4)
+                forwarder.start()
+                try:
+                    deadline = time.monotonic() + 20
+                    while len(await asyncio.to_thread(up.received)) < 2:
+                        assert time.monotonic() < deadline, "no second request"
+                        await asyncio.sleep(0.05)
+                finally:
+                    await forwarder.stop(1)
+            await box.close()
+
+        asyncio.run(scenario())
+        first, second = up.received()[:2]
+        assert first["status"] == 429
+        assert second["at"] - first["at"] >= 0.5

@@ -159,7 +159,9 @@ class Forwarder:
             # within one interval, or within RESERVED_AHEAD: the batches other forwarders of
             # the Space reserved, which this one takes its turn behind rather than wait out
             # (each would otherwise find the next slot taken, and one could starve the rest).
-            if slot - now > max(st.interval, RESERVED_AHEAD):  # a hold: wait for `slot`
+            # Not while this forwarder's own hold lasts: the pacer may not have stored it yet.
+            ahead = RESERVED_AHEAD if st.held_until <= now else 0.0
+            if slot - now > max(st.interval, ahead):  # a hold: wait for `slot`
                 if slot - now > self.settings.upstream_timeout_seconds:
                     await self._release_buffer(st)  # long wait: do not sit on leases
                 await self._nap(st, slot - now + TIMER_SLACK, wakeable=False)
