@@ -92,7 +92,7 @@ def build(
             outbox,
             Upstream(forwarding_client(), settings.upstream_timeout_seconds),
             clock=clock,
-            pacer=open_pacer(settings.database),
+            pacer=open_pacer(settings.database, outbox),
             on_settled=observer.settled,
         )
     if receive:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,18 +16,25 @@ from relay.delivery.pacing.memory import MemoryPacer
 from relay.delivery.pacing.redis import RedisPacer
 from relay.delivery.pacing.sqlite import MAX_AHEAD_SECONDS, SQLitePacer
 from relay.errors import Unavailable
+from relay.store.sqlite import SQLiteOutbox
 from tests.support import free_port
 
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+WITH_OUTBOX = "with-outbox:"  # a SQLite pacer writing through the file's outbox, as wired
+
+
+@pytest.fixture(params=["memory", "sqlite", "sqlite-outbox", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """ "memory", a SQLite file's path, or the URL of the session's redis-server, emptied."""
+    """ "memory", a SQLite file's path (alone, or after WITH_OUTBOX), or the URL of the
+    session's redis-server, emptied."""
     if request.param == "redis":
         return str(request.getfixturevalue("redis_url"))
     if request.param == "sqlite":
         return str(tmp_path / "relay.db")
+    if request.param == "sqlite-outbox":
+        return WITH_OUTBOX + str(tmp_path / "relay.db")
     return str(request.param)
 
 
@@ -35,12 +43,17 @@ def run(backend: str, scenario: Callable[[Pacer], Awaitable[None]]) -> None:
         if backend == "memory":
             await scenario(MemoryPacer())
             return
-        pacer = open_pacer(backend)
-        await pacer.start()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            outbox = None
+            if backend.startswith(WITH_OUTBOX):
+                backend_path = backend.removeprefix(WITH_OUTBOX)
+                outbox = await stack.enter_async_context(SQLiteOutbox(backend_path))
+                pacer = open_pacer(backend_path, outbox)
+                assert isinstance(pacer, SQLitePacer) and pacer.writer is outbox
+            else:
+                pacer = open_pacer(backend)
+            await stack.enter_async_context(pacer)
             await scenario(pacer)
-        finally:
-            await pacer.close()
 
     asyncio.run(main())
 

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from relay.delivery.pacing import open_pacer
 from relay.delivery.pacing.base import Pacer
 from relay.delivery.pacing.redis import RedisPacer
 from relay.delivery.pacing.sqlite import SQLitePacer
+from relay.settings import Settings, Space
+from relay.store.sqlite import SQLiteOutbox
+from relay.wiring import build
 from tests import test_pacing
 from tests.test_pacing import T0, run
 
@@ -122,3 +126,33 @@ def test_a_read_that_would_wait_goes_to_a_thread(tmp_path: Path) -> None:
             return await pacer.next_slot("acme")
 
     assert asyncio.run(scenario()) == T0 + 1.0
+
+
+def test_a_pacer_given_the_outbox_writes_in_the_outbox_writers_commits(tmp_path: Path) -> None:
+    """As wired (`build`), the SQLite pacer's reservations and holds are jobs of the outbox's
+    writer thread: committed by it, and kept in the file for every other forwarder (and a
+    restart) to see."""
+    path = str(tmp_path / "relay.db")
+
+    async def scenario() -> None:
+        async with SQLiteOutbox(path) as outbox:
+            async with open_pacer(path, outbox) as pacer:
+                before = outbox.commits
+                assert await pacer.reserve_batch("acme", 0.5, 4, T0) == [T0 + 0.5 * i for i in range(4)]
+                await pacer.hold("acme", T0 + 60, T0)
+                assert outbox.commits == before + 2
+                async with SQLitePacer(path) as other:  # another process's, on its own connection
+                    assert await other.next_slot("acme") == T0 + 60
+        async with SQLitePacer(path) as restarted:
+            assert await restarted.reserve_batch("acme", 0.5, 1, T0) == [T0 + 60]
+
+    asyncio.run(scenario())
+
+
+def test_build_gives_the_sqlite_pacer_the_outbox_of_its_file(tmp_path: Path) -> None:
+    settings = Settings(database=str(tmp_path / "relay.db"), spaces={
+        "acme": Space("acme", upstream_url="http://127.0.0.1:9/track")})
+    parts = build(settings, receive=False)
+    assert parts.forwarder is not None
+    pacer = parts.forwarder.pacer
+    assert isinstance(pacer, SQLitePacer) and pacer.writer is parts.outbox

@@ -5,10 +5,14 @@ Every forwarder on one SQLite file (`serve`, or `serve --no-forward` beside one 
 a Space's `upstream_rate_per_minute` together, and a hold (a 429's Retry-After, a pause after
 401/403) survives a killed process: its restart waits out the hold instead of sending at once.
 
-Each write is one short write transaction on a connection of its own, run in a thread (a read
-of the next slot is made on the caller's thread, see `next_slot`). It
-commits with `synchronous = NORMAL`: in WAL mode that survives the process being killed (what
-the hold is for), though not a power cut, and costs no fsync. A slot further ahead than
+Each write is one short write transaction, run in a thread (a read of the next slot is made on
+the caller's thread, see `next_slot`): on a connection of its own, or, given the process's
+outbox on the same file (`writer`), as a job of the outbox's writer thread, in its next group
+commit. Either commits with `synchronous = NORMAL`: in WAL mode that survives the process
+being killed (what the hold is for), though not a power cut, and costs no fsync. Sharing the
+outbox's writer saves a thread round trip, and the outbox's connection then keeps its page
+cache, which SQLite drops whenever another connection has written the file (bench/README.md,
+issue 16). A slot further ahead than
 `MAX_AHEAD_SECONDS` (a clock set back, or a test's clock) counts as that far, so a stale row
 never stalls delivery for long.
 """
@@ -19,7 +23,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from relay.delivery.pacing.base import slots
 from relay.errors import Unavailable
@@ -36,12 +40,25 @@ UPSERT = (
 )
 
 
-class SQLitePacer(Lifecycle):
-    """See `relay.delivery.pacing.base.Pacer`; the next slot of each Space is a row of the `pace` table."""
+class SharedWriter(Protocol):
+    """The writer of an outbox on the same file (`relay.store.sqlite.SQLiteOutbox`)."""
 
-    def __init__(self, path: str, *, busy_timeout: float = 10.0) -> None:
+    async def write_side(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one of the writer's write transactions; answered at its commit."""
+        ...
+
+
+class SQLitePacer(Lifecycle):
+    """See `relay.delivery.pacing.base.Pacer`; the next slot of each Space is a row of the
+    `pace` table. `writer`: the outbox of this process on the same file, started before and
+    closed after this pacer, whose writer thread makes the pacer's writes too."""
+
+    def __init__(
+        self, path: str, *, busy_timeout: float = 10.0, writer: SharedWriter | None = None
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.writer = writer
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # next_slot's, on the caller's thread
         self._lock = threading.Lock()
@@ -113,6 +130,14 @@ class SQLitePacer(Lifecycle):
         return await self._run(lambda conn: _next_slot(conn, space))
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self.writer is not None:
+            if self._conn is None:
+                raise Unavailable("The pacer is not started.")
+            try:
+                return await self.writer.write_side(work)
+            except sqlite3.Error as exc:
+                raise Unavailable(f"The pacer could not use the outbox file: {exc}") from exc
+
         def transaction(conn: sqlite3.Connection) -> T:
             conn.execute("BEGIN IMMEDIATE")  # the read and the write of one slot are atomic
             try:

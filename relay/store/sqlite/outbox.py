@@ -134,6 +134,11 @@ class SQLiteOutbox(TickBatchedOutbox):
         except sqlite3.Error as exc:
             raise Unavailable(f"The outbox could not read: {exc}") from exc
 
+    async def write_side(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in the writer's next group commit, answered at its commit: the writes of
+        a part that keeps a table of its own in this file (`SQLitePacer`)."""
+        return await self._write(work, durable=False)
+
     # `enqueue` (TickBatchedOutbox): calls made in the same event-loop tick share one writer
     # job (see `_flush`), so a burst of requests costs one savepoint and a few `executemany`
     # calls, not dozens of statements each.
