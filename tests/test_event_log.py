@@ -13,9 +13,15 @@ import httpx
 import pytest
 
 from relay.app import create_app
+from relay.delivery.space_state import Start
+from relay.delivery.upstream import Outcome, Verdict
 from relay.errors import ConfigError
 from relay.observe.eventlog import configure_event_log, log, write_event
+from relay.observe.journal import Journal
+from relay.observe.metrics import Metrics
+from relay.observe.observer import Observer
 from relay.settings import load
+from relay.store.base import Claimed
 from tests.support import write_config
 
 PATH = "/public-api/v1/events/track"
@@ -141,3 +147,21 @@ def test_a_broken_stream_does_not_break_the_caller(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(handler, "handleError", reported.append)
     write_event(logging.INFO, "delivered event k-1", {"event_id": "k-1"})
     assert [r.getMessage() for r in reported] == ["delivered event k-1"]
+
+
+def test_a_forwarder_report_is_stamped_when_the_answer_came(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries are told at their mark's flush, up to a quarter second after the answer:
+    the line and the debugger's sighting carry the answer's time, `start.at + seconds`."""
+    out = io.StringIO()
+    handler = configure_event_log("json", out)
+    monkeypatch.setattr(log, "handlers", [handler])  # without pytest's own capturing handlers
+    journal = Journal()
+    observer = Observer(Metrics(), journal, clock=lambda: CREATED + 100.0)  # told much later
+    event = Claimed(id=7, space="acme", event_name="purchase", idempotency_key="k-1",
+                    payload=b"{}", attempts=0, received_at=CREATED - 10, lease_until=CREATED + 30)
+    outcome = Outcome(Verdict.DELIVERED, 202, "ok")
+    observer.settled(event, "delivered", outcome, 0.5, None, Start(CREATED - 1.0, CREATED - 0.5))
+    line = json.loads(out.getvalue())
+    assert line["time"] == "2027-01-15T08:00:00.987Z"
+    assert line["started_at"] == CREATED - 0.5
+    assert [s.at for s in journal.ring] == [CREATED]

@@ -47,12 +47,17 @@ RESERVED_AHEAD = 1.0
 # Seconds a delivered event may wait to be marked, with others. A kill inside it sends those
 # events again (at-least-once); each flush is a commit in the writer thread, whose cost is per
 # flush, not per event (bench/README.md, issue 16): 0.05 s cost about 20 commits a second.
+# Delivered events are reported (`on_settled`) at their flush too, just before their mark.
 DELIVERED_FLUSH = 0.25
 
 
 # Told of every settled attempt: (event, state, upstream answer, seconds the request took,
 # when it is due again, when it was started); state is "delivered", "retrying", "paused"
-# (released, the Space waits) or "dead".
+# (released, the Space waits) or "dead". Delivered attempts are told together, when their
+# marks are flushed (DELIVERED_FLUSH) and before the marks are written: one burst of reports
+# costs the observer a fraction of what it costs one at a time between requests (bench/
+# README.md, issue 16), and a kill before the marks sends again exactly the events whose
+# report was perhaps lost. A report's time is `start.at + seconds`, not when it is told.
 Settled = Callable[[Claimed, str, Outcome, float, float | None, Start], None]
 
 
@@ -93,7 +98,7 @@ class Forwarder:
         }
         self._stopping = asyncio.Event()
         self._stop_future: asyncio.Future[None] | None = None
-        self._delivered: list[int] = []
+        self._delivered: list[tuple[Claimed, Outcome, float, Start]] = []  # to mark and tell
         self._flush: asyncio.Task[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.on_settled: Settled = on_settled or (lambda *report: None)
@@ -279,8 +284,7 @@ class Forwarder:
         if outcome.verdict is Verdict.DELIVERED:
             st.failures, st.pause = 0, 0.0
             st.sent += 1
-            self._mark_delivered(event.id)
-            self.on_settled(event, "delivered", outcome, seconds, None, start)
+            self._mark_delivered((event, outcome, seconds, start))
         elif outcome.verdict is Verdict.SLOW_DOWN:
             delay = outcome.delay if outcome.delay is not None else 60.0
             self._held(st, now + delay)
@@ -322,12 +326,12 @@ class Forwarder:
             await self.outbox.dead(event.id, outcome.status, outcome.message, now)
             self.on_settled(event, "dead", outcome, seconds, None, start)
 
-    def _mark_delivered(self, event_id: int) -> None:
+    def _mark_delivered(self, delivery: tuple[Claimed, Outcome, float, Start]) -> None:
         """Mark deliveries in small batches: one commit per DELIVERED_FLUSH, not per event.
 
         A crash inside that window sends those events again, which at-least-once allows.
         """
-        self._delivered.append(event_id)
+        self._delivered.append(delivery)
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._flush_delivered(DELIVERED_FLUSH))
 
@@ -337,7 +341,13 @@ class Forwarder:
         while self._delivered:
             if after:
                 await self._pause(after)
-            ids, self._delivered = self._delivered, []
+            done, self._delivered = self._delivered, []
+            for event, outcome, seconds, start in done:  # told first: see `Settled`
+                try:
+                    self.on_settled(event, "delivered", outcome, seconds, None, start)
+                except Exception:  # a report must not keep an event from its mark
+                    log.exception("reporting delivered event %d failed", event.id)
+            ids = [event.id for event, _, _, _ in done]
             try:
                 await self.outbox.delivered(ids, self.clock())
             except Exception:  # their leases run out and they are sent again: at-least-once

@@ -97,12 +97,14 @@ class Observer:
         next_at: float | None,
         start: Start,
     ) -> None:
-        """A report of the forwarder (see `Forwarder.on_settled`). The log line carries when
-        the request was started and the pacer's slot for it (`started_at`, `slot`)."""
+        """A report of the forwarder (see `Forwarder.on_settled`), stamped with when the
+        answer came (a delivery is told a little later). The log line carries when the request
+        was started and the pacer's slot for it (`started_at`, `slot`)."""
         self.metrics.settled(event.space, state, outcome.status, seconds)
+        answered = start.at + seconds
         if self.journal is not None:
             self.journal.add(
-                self.clock(), event.space, "forwarder", state, event.idempotency_key,
+                answered, event.space, "forwarder", state, event.idempotency_key,
                 reason=outcome.message, status=outcome.status, outbox_id=event.id,
                 event_name=event.event_name, next_at=next_at,
             )
@@ -121,4 +123,4 @@ class Observer:
         }
         level = INFO if state in ("delivered", "retrying") else WARNING
         write_event(level, f"{state} event {key} (outbox {event.id:d}) of Space {event.space}: "
-                    f"HTTP {outcome.status or '-'} {message}", extra)
+                    f"HTTP {outcome.status or '-'} {message}", extra, answered)
