@@ -135,14 +135,14 @@ def test_a_pacer_given_the_outbox_writes_in_the_outbox_writers_commits(tmp_path:
     path = str(tmp_path / "relay.db")
 
     async def scenario() -> None:
-        async with SQLiteOutbox(path) as outbox:
-            async with open_pacer(path, outbox) as pacer:
-                before = outbox.commits
-                assert await pacer.reserve_batch("acme", 0.5, 4, T0) == [T0 + 0.5 * i for i in range(4)]
-                await pacer.hold("acme", T0 + 60, T0)
-                assert outbox.commits == before + 2
-                async with SQLitePacer(path) as other:  # another process's, on its own connection
-                    assert await other.next_slot("acme") == T0 + 60
+        outbox = SQLiteOutbox(path)
+        async with outbox, open_pacer(path, outbox) as pacer:
+            before = outbox.commits
+            assert await pacer.reserve_batch("acme", 0.5, 4, T0) == [T0 + 0.5 * i for i in range(4)]
+            await pacer.hold("acme", T0 + 60, T0)
+            assert outbox.commits == before + 2
+            async with SQLitePacer(path) as other:  # another process's, on its own connection
+                assert await other.next_slot("acme") == T0 + 60
         async with SQLitePacer(path) as restarted:
             assert await restarted.reserve_batch("acme", 0.5, 1, T0) == [T0 + 60]
 
