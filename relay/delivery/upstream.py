@@ -86,7 +86,6 @@ def _message(body: bytes) -> str:
     return _short_message(body) if len(body) <= SHORT_ANSWER else _read_message(body)
 
 
-
 @functools.lru_cache(maxsize=64)
 def _short_message(body: bytes) -> str:
     return _read_message(body)

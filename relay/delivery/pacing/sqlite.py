@@ -44,7 +44,8 @@ class SharedWriter(Protocol):
     """The writer of an outbox on the same file (`relay.store.sqlite.SQLiteOutbox`)."""
 
     async def write_side(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one of the writer's write transactions; answered at its commit."""
+        """Run `work` in one of the writer's write transactions; answered at its commit, its
+        failures raised as `Unavailable`."""
         ...
 
 
@@ -130,13 +131,10 @@ class SQLitePacer(Lifecycle):
         return await self._run(lambda conn: _next_slot(conn, space))
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self.writer is not None:
+        if self.writer is not None:  # it answers its failures as Unavailable
             if self._conn is None:
                 raise Unavailable("The pacer is not started.")
-            try:
-                return await self.writer.write_side(work)
-            except sqlite3.Error as exc:
-                raise Unavailable(f"The pacer could not use the outbox file: {exc}") from exc
+            return await self.writer.write_side(work)
 
         def transaction(conn: sqlite3.Connection) -> T:
             conn.execute("BEGIN IMMEDIATE")  # the read and the write of one slot are atomic
@@ -174,5 +172,4 @@ def _next_slot(conn: sqlite3.Connection, space: str) -> float:
 
 def _stored(conn: sqlite3.Connection, space: str, now: float) -> float:
     """The Space's stored next slot, at most `MAX_AHEAD_SECONDS` after `now`."""
-    row = conn.execute("SELECT next_slot FROM pace WHERE space = ?", (space,)).fetchone()
-    return min(float(row[0]), now + MAX_AHEAD_SECONDS) if row else 0.0
+    return min(_next_slot(conn, space), now + MAX_AHEAD_SECONDS)
