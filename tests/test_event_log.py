@@ -165,3 +165,21 @@ def test_a_forwarder_report_is_stamped_when_the_answer_came(monkeypatch: pytest.
     assert line["time"] == "2027-01-15T08:00:00.987Z"
     assert line["started_at"] == CREATED - 0.5
     assert [s.at for s in journal.ring] == [CREATED]
+
+
+def test_a_line_handed_to_logging_keeps_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With another handler on the event log (code that embeds the relay), a delivery told at
+    its mark's flush still carries the time its answer came."""
+    out = io.StringIO()
+    handler = configure_event_log("json", out)
+    monkeypatch.setattr(log, "handlers", [handler])  # without pytest's own capturing handlers
+    seen: list[logging.LogRecord] = []
+    other = logging.Handler()
+    other.emit = seen.append  # type: ignore[method-assign]
+    log.addHandler(other)
+    try:
+        write_event(logging.INFO, "delivered event k-1", {"event_id": "k-1"}, created=CREATED)
+    finally:
+        log.removeHandler(other)
+    assert [r.created for r in seen] == [CREATED]
+    assert json.loads(out.getvalue())["time"] == "2027-01-15T08:00:00.987Z"

@@ -109,6 +109,7 @@ def write_event(level: int, message: str, extra: Mapping[str, object],
     """Write one event line at `level`: `message` (already formatted) and the fields `extra`,
     stamped `created` (now). The same line as `log.log(level, message, extra=extra)`."""
     handler = _handler
+    created = time.time() if created is None else created
     if (
         handler is None
         or log.handlers != [handler]
@@ -116,17 +117,24 @@ def write_event(level: int, message: str, extra: Mapping[str, object],
         or handler.filters
         or level < handler.level
         or not log.isEnabledFor(level)
+        or not isinstance(handler.formatter, JsonFormatter | TextFormatter)
     ):
-        log.log(level, "%s", message, extra=dict(extra))
+        _through_logging(level, message, extra, created)
         return
-    formatter = handler.formatter
-    if not isinstance(formatter, JsonFormatter | TextFormatter):
-        log.log(level, "%s", message, extra=dict(extra))
-        return
-    line = formatter.event_line(time.time() if created is None else created, level, message, extra)
+    line = handler.formatter.event_line(created, level, message, extra)
     with handler.lock:  # type: ignore[union-attr]  # a StreamHandler has its lock
         try:
             handler.stream.write(line + handler.terminator)
             handler.flush()
         except (OSError, ValueError):  # a broken or closed stream must not break delivery
             handler.handleError(logging.makeLogRecord({"msg": message, "levelno": level}))
+
+
+def _through_logging(level: int, message: str, extra: Mapping[str, object], created: float) -> None:
+    """The line as a `logging.LogRecord` stamped `created`, for every handler and filter."""
+    if not log.isEnabledFor(level):
+        return
+    record = log.makeRecord(log.name, level, "(event log)", 0, "%s", (message,), None,
+                            extra=dict(extra))
+    record.created, record.msecs = created, _stamp(created).msecs
+    log.handle(record)
