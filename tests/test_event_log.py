@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -108,7 +110,12 @@ def test_an_event_line_is_the_line_logging_would_write(
         assert (line["event_id"], line["slot"], line["pid"]) == ("k-ü", 1.5, os.getpid())
 
 
-def test_other_handlers_and_filters_still_see_every_event_line(monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def another_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[io.StringIO, list[logging.LogRecord]]]:
+    """The JSON event log's output, and the records a handler added beside it (as code that
+    embeds the relay may add) sees while the block runs."""
     out = io.StringIO()
     handler = configure_event_log("json", out)
     monkeypatch.setattr(log, "handlers", [handler])  # without pytest's own capturing handlers
@@ -117,12 +124,17 @@ def test_other_handlers_and_filters_still_see_every_event_line(monkeypatch: pyte
     other.emit = seen.append  # type: ignore[method-assign]
     log.addHandler(other)
     try:
+        yield out, seen
+    finally:
+        log.removeHandler(other)
+
+
+def test_other_handlers_and_filters_still_see_every_event_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    with another_handler(monkeypatch) as (out, seen):
         write_event(logging.INFO, "delivered event k-1", {"event_id": "k-1"})
         assert [r.getMessage() for r in seen] == ["delivered event k-1"]
         assert seen[0].event_id == "k-1"  # type: ignore[attr-defined]
         assert json.loads(out.getvalue())["event_id"] == "k-1"
-    finally:
-        log.removeHandler(other)
     quiet = logging.Filter("someone.else")  # lets no record of relay.events through
     log.addFilter(quiet)
     try:
@@ -170,16 +182,7 @@ def test_a_forwarder_report_is_stamped_when_the_answer_came(monkeypatch: pytest.
 def test_a_line_handed_to_logging_keeps_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """With another handler on the event log (code that embeds the relay), a delivery told at
     its mark's flush still carries the time its answer came."""
-    out = io.StringIO()
-    handler = configure_event_log("json", out)
-    monkeypatch.setattr(log, "handlers", [handler])  # without pytest's own capturing handlers
-    seen: list[logging.LogRecord] = []
-    other = logging.Handler()
-    other.emit = seen.append  # type: ignore[method-assign]
-    log.addHandler(other)
-    try:
+    with another_handler(monkeypatch) as (out, seen):
         write_event(logging.INFO, "delivered event k-1", {"event_id": "k-1"}, created=CREATED)
-    finally:
-        log.removeHandler(other)
     assert [r.created for r in seen] == [CREATED]
     assert json.loads(out.getvalue())["time"] == "2027-01-15T08:00:00.987Z"
